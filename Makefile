@@ -1,0 +1,30 @@
+# The README's two commands are `make demo` and `make test`; both install on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OMP_WAIT_POLICY ?= PASSIVE
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install demo test test-fast ui clean-store
+
+install:
+	scripts/install.sh
+
+# The main job on the embedded default data (same as `mlflow run . --env-manager local`).
+demo: install
+	$(VENV)/bin/mlflow run . --env-manager local
+
+# Every test, the slow end-to-end ones included (CI runs exactly this).
+test:
+	scripts/install.sh --browser
+	$(PY) -m pytest -q
+
+# Without the slow end-to-end tests, for the edit-test loop.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+clean-store:
+	rm -rf mlruns
