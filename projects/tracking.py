@@ -1,0 +1,278 @@
+"""Run conventions: the one place that names experiments, tags, metrics and models.
+
+Search, registry and dashboards find runs by these names (through MLflow's API, never by
+importing study code), so every name is defined here once and imported everywhere else.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from projects import runtime
+from projects.errors import InputError
+
+# --- experiments and registered models -------------------------------------------------
+STUDIES = ("mammography", "pathology")
+EXPERIMENTS = {
+    "mammography": "mammography",
+    "pathology": "pathology",
+    "search": "search",
+    "dashboard": "dashboards",
+    "benchmark": "benchmarks",
+    "main": "main",
+}
+
+
+def registered_model_name(study: str, task: str) -> str:
+    """`mammography-<task>` per classification task; pathology has one task."""
+    return "pathology-tumor" if study == "pathology" else f"mammography-{task}"
+
+
+# --- tags ---------------------------------------------------------------------------------
+TAG_STUDY = "study"
+TAG_TASK = "task"
+TAG_ARCH = "arch"
+TAG_SPLIT = "split"
+TAG_AUGMENT = "augment"
+TAG_SEED = "seed"
+TAG_GIT_COMMIT = "git_commit"
+TAG_DATASET_DIGEST = "dataset_digest"
+TAG_RUN_KIND = "run_kind"  # single | grid_parent | grid_child | search_parent | trial | ...
+TAG_CANDIDATE = "registry_candidate"  # "true" when a full MLflow model was logged
+TAG_TORCH_THREADS = "torch_threads"
+TAG_CPU_MODEL = "cpu_model"
+REQUIRED_TAGS = (TAG_STUDY, TAG_TASK, TAG_ARCH, TAG_SPLIT, TAG_AUGMENT, TAG_SEED,
+                 TAG_GIT_COMMIT, TAG_DATASET_DIGEST)
+
+# --- metrics --------------------------------------------------------------------------------
+# Efficiency, logged by every trained model (see projects/efficiency.py).
+M_PARAMS = "params_count"  # trainable parameters (PyTorch)
+M_PARAMS_KERAS = "params_count_keras"  # Keras total: + batch-norm moving statistics
+M_SIZE_MB = "model_size_mb"  # bytes of the saved weights file / 1e6
+M_SIZE_WITH_OPT_MB = "model_size_mb_with_optimizer"  # weights + Adam state (the Keras file)
+M_CPU_LOAD = "cpu_load_s"
+M_CPU_PREDICT = "cpu_predict_s"
+M_CPU_TOTAL = "cpu_total_s"
+M_LATENCY_P50 = "cpu_latency_ms_p50"
+EFFICIENCY_METRICS = (M_PARAMS, M_SIZE_MB, M_CPU_LOAD, M_CPU_PREDICT, M_CPU_TOTAL, M_LATENCY_P50)
+P_CPU_PREDICT_N = "cpu_predict_n"  # param: how many images the CPU timing predicted
+
+# Per-epoch curves
+M_TRAIN_LOSS = "train_loss"
+M_VAL_LOSS = "val_loss"
+
+MODEL_ARTIFACT = "model"  # name of the logged MLflow model in a run
+WEIGHTS_ARTIFACT_DIR = "weights"  # the plain state_dict file whose size is model_size_mb
+
+
+def test_metric(name: str) -> str:
+    return f"test_{name}"
+
+
+def val_metric(name: str) -> str:
+    return f"val_{name}"
+
+
+def baseline_metric(name: str) -> str:
+    return f"baseline_{name}"
+
+
+# --- store --------------------------------------------------------------------------------
+def setup_tracking() -> str:
+    """Point MLflow at the configured store (env var or the embedded default)."""
+    uri = runtime.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id, creating it with an artifact location that does not depend on cwd."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if runtime.tracking_uri().startswith("sqlite:"):
+        location = (runtime.artifact_root() / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another worker created it between our lookup and create.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=runtime.REPO_ROOT,
+                             capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip()
+        if commit:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=runtime.REPO_ROOT, capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def standard_tags(*, study: str, task: str, arch: str, split: str, augment: Any, seed: int,
+                  dataset_digest: str, run_kind: str) -> dict[str, str]:
+    tags = {
+        TAG_STUDY: study,
+        TAG_TASK: task,
+        TAG_ARCH: arch,
+        TAG_SPLIT: split,
+        TAG_AUGMENT: str(augment).lower(),
+        TAG_SEED: str(seed),
+        TAG_GIT_COMMIT: git_commit(),
+        TAG_DATASET_DIGEST: dataset_digest,
+        TAG_RUN_KIND: run_kind,
+    }
+    threads = runtime.thread_settings()
+    tags[TAG_TORCH_THREADS] = threads["torch_threads"]
+    tags[TAG_CPU_MODEL] = threads["cpu_model"]
+    tags["omp_wait_policy"] = threads["omp_wait_policy"]
+    return tags
+
+
+def log_metrics_finite(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log metrics, refusing NaN/inf: a NaN Jaccard silently wins or loses comparisons."""
+    clean = {}
+    for key, value in metrics.items():
+        value = float(value)
+        if not math.isfinite(value):
+            print(f"warning: metric {key} is {value}; not logged", file=sys.stderr)
+            continue
+        clean[key] = value
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_config(config: Any, prefix: str = "") -> None:
+    """Log a (nested) dataclass config as params: everything a run decided is written down."""
+    import dataclasses
+
+    flat: dict[str, Any] = {}
+
+    def walk(obj: Any, key: str) -> None:
+        if dataclasses.is_dataclass(obj):
+            for field in dataclasses.fields(obj):
+                walk(getattr(obj, field.name), f"{key}{field.name}" if not key else f"{key}.{field.name}")
+        else:
+            flat[key] = obj if isinstance(obj, (int, float, str, bool)) or obj is None else str(obj)
+
+    walk(config, prefix)
+    mlflow.log_params({k: ("" if v is None else v) for k, v in flat.items()})
+
+
+# --- run lifecycle ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def study_run(experiment: str, run_name: str | None = None, nested: bool = False,
+              tags: Mapping[str, str] | None = None, adopt: bool = True) -> Iterator[mlflow.ActiveRun]:
+    """Start (or adopt) a run; on bad input or a crash end it FAILED, never left RUNNING.
+
+    A run created by `mlflow run` (MLFLOW_RUN_ID in the environment) is adopted, so the
+    launcher's run and ours are the same; otherwise the run goes to the study's experiment.
+    """
+    setup_tracking()
+    adopt = adopt and not nested and os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None
+    if adopt:
+        run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {}))
+        if run_name:
+            mlflow.set_tag("mlflow.runName", run_name)
+    else:
+        exp_id = ensure_experiment(experiment)
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested,
+                               tags=dict(tags or {}))
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as exc:
+        if isinstance(exc, InputError):
+            mlflow.set_tag("error", str(exc)[:5000])
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run()
+
+
+def close_stale_runs(experiment: str, older_than_s: float = 0.0, filter_string: str = "") -> list[str]:
+    """Mark RUNNING runs whose process is gone as FAILED (a killed job must not look alive).
+
+    A run is stale when its `pid`/`host` tags name a process on this host that no longer
+    exists. Runs from other hosts are left alone unless older_than_s says otherwise.
+    """
+    import socket
+    import time
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = "attributes.status = 'RUNNING'" + (f" and {filter_string}" if filter_string else "")
+    closed = []
+    for run in client.search_runs([exp.experiment_id], query, max_results=1000):
+        tags = run.data.tags
+        same_host = tags.get("host") == socket.gethostname()
+        pid = int(tags.get("pid", "0") or 0)
+        alive = same_host and pid > 0 and _pid_alive(pid)
+        age = time.time() - run.info.start_time / 1000
+        if (same_host and pid and not alive) or (not same_host and older_than_s and age > older_than_s):
+            client.set_tag(run.info.run_id, "closed_as_stale", "true")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie or a reused pid: compare the process start with nothing better available.
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists() and ") Z " in stat.read_text():
+        return False
+    return True
+
+
+def process_tags() -> dict[str, str]:
+    import socket
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def model_pip_requirements() -> list[str]:
+    """Explicit requirements for logged models: inference fails offline and costs seconds."""
+    import importlib.metadata as md
+
+    reqs = []
+    for pkg in ("torch", "mlflow", "numpy"):
+        try:
+            reqs.append(f"{pkg}=={md.version(pkg)}")
+        except md.PackageNotFoundError:
+            continue
+    return reqs
