@@ -1,0 +1,1 @@
+"""Study 1: mammogram classification on mini-MIAS (data layer, splits, models, metrics)."""
