@@ -27,6 +27,7 @@ ENV_DEFAULTS = {
     # pip-requirement inference fails offline and costs seconds per logged model; we pass
     # pip_requirements explicitly, and this keeps a forgotten call from stalling.
     "MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT": "5",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

@@ -65,7 +65,7 @@ M_CPU_PREDICT = "cpu_predict_s"
 M_CPU_TOTAL = "cpu_total_s"
 M_LATENCY_P50 = "cpu_latency_ms_p50"
 EFFICIENCY_METRICS = (M_PARAMS, M_SIZE_MB, M_CPU_LOAD, M_CPU_PREDICT, M_CPU_TOTAL, M_LATENCY_P50)
-P_CPU_PREDICT_N = "cpu_predict_n"  # param: how many images the CPU timing predicted
+P_CPU_PREDICT_N = "cpu_predict_images"  # param: how many images the CPU timing predicted (N)
 
 # Per-epoch curves
 M_TRAIN_LOSS = "train_loss"
@@ -276,3 +276,13 @@ def model_pip_requirements() -> list[str]:
         except md.PackageNotFoundError:
             continue
     return reqs
+
+
+def dataset_from_table(table, source: str, name: str, digest: str):
+    """An mlflow.data dataset for the runs' Inputs tab (the split table of one context)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # A local path resolves to two equivalent source types; MLflow warns on each call.
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(table, source=source, name=name, digest=digest)

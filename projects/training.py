@@ -92,7 +92,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             optimizer.step()
             total += loss.item() * len(inputs)
             count += len(inputs)
-            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
         metrics = {tracking.M_TRAIN_LOSS: total / max(count, 1)}
         if val_loader is not None:
             val = evaluate(model, val_loader)

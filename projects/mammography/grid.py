@@ -1,0 +1,123 @@
+"""The paper's scenarios as child runs of one parent: 4 splits x {original, augmented} for
+the chosen task, plus benign/malignant at 75:25, each repeated over seeds; the parent gets a
+table comparing every scenario with the paper and with the majority baseline."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from projects import tracking
+from projects.errors import InputError
+from projects.mammography import paper, study
+from projects.mammography.config import MammographyConfig
+from projects.stats import mean_ci95
+
+
+@dataclass
+class MammographyGridConfig:
+    base: MammographyConfig = field(default_factory=MammographyConfig)
+    archs: list[str] = field(default_factory=lambda: ["resnet101"])
+    splits: list[str] = field(default_factory=lambda: list(paper.SPLITS))
+    augment_options: list[bool] = field(default_factory=lambda: [False, True])
+    benign_malignant: bool = True  # the paper's benign/malignant scenario at 75:25
+    repeats: int = 1
+
+
+def scenarios(grid: MammographyGridConfig) -> list[MammographyConfig]:
+    if grid.repeats < 1:
+        raise InputError("repeats", f"must be at least 1, got {grid.repeats}")
+    out = []
+    for arch in grid.archs:
+        cells = [(grid.base.task, split, aug) for split in grid.splits for aug in grid.augment_options]
+        if grid.benign_malignant and grid.base.task != "benign_malignant":
+            cells.append(("benign_malignant", "75:25", False))
+        for task, split, aug in cells:
+            for rep in range(grid.repeats):
+                out.append(dataclasses.replace(grid.base, arch=arch, task=task, split=split,
+                                               augment=aug, seed=grid.base.seed + rep))
+    return out
+
+
+METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
+
+
+def run_grid(grid: MammographyGridConfig) -> pd.DataFrame:
+    """Inside the active (parent) run: one child per scenario and seed; returns the table."""
+    configs = scenarios(grid)
+    for cfg in configs:  # bad input fails before anything trains
+        study._check_config(cfg)
+    mlflow.set_tags({tracking.TAG_STUDY: study.STUDY, tracking.TAG_RUN_KIND: "grid_parent",
+                     tracking.TAG_TASK: grid.base.task})
+    mlflow.log_params({"grid.archs": ",".join(grid.archs), "grid.splits": ",".join(grid.splits),
+                       "grid.augment_options": ",".join(map(str, grid.augment_options)),
+                       "grid.repeats": grid.repeats, "grid.n_runs": len(configs)})
+    tracking.log_config(grid.base, prefix="base")
+    rows = []
+    exp_id = mlflow.active_run().info.experiment_id
+    for i, cfg in enumerate(configs, 1):
+        name = f"{cfg.arch}-{cfg.task}-{cfg.split.replace(':', '-')}-{'aug' if cfg.augment else 'orig'}-s{cfg.seed}"
+        print(f"[grid {i}/{len(configs)}] {name}", file=sys.stderr, flush=True)
+        row = {"arch": cfg.arch, "task": cfg.task, "split": cfg.split, "augment": cfg.augment,
+               "seed": cfg.seed, "status": "FINISHED"}
+        try:
+            with mlflow.start_run(run_name=name, nested=True, experiment_id=exp_id,
+                                  tags=tracking.process_tags()) as child:
+                row["run_id"] = child.info.run_id
+                try:
+                    result = study.run(cfg, run_kind="grid_child")
+                except Exception as exc:
+                    mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+                    raise
+                row.update(result.metrics)
+        except (MemoryError, RuntimeError) as exc:
+            # A cell that does not fit (memory, time) is marked, not fatal to the grid.
+            row["status"] = f"FAILED: {type(exc).__name__}: {str(exc)[:200]}"
+            print(f"[grid] {name} failed: {exc}", file=sys.stderr)
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    table = comparison_table(runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs.to_csv(Path(tmp) / "grid_runs.csv", index=False)
+        table.to_csv(Path(tmp) / "paper_vs_ours.csv", index=False)
+        (Path(tmp) / "paper_vs_ours.md").write_text(table.to_markdown(index=False, floatfmt=".3f")
+                                                    if _has_tabulate() else table.to_string(index=False))
+        mlflow.log_artifacts(tmp, "grid")
+    print(table.to_string(index=False), file=sys.stderr)
+    return table
+
+
+def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario (task, split, augment, arch): ours (mean +- 95% CI over seeds),
+    the majority baseline, and the paper's number for the same split."""
+    out = []
+    ok = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    for (arch, task, split, augment), group in runs.groupby(["arch", "task", "split", "augment"], sort=False):
+        done = ok[(ok["arch"] == arch) & (ok["task"] == task) & (ok["split"] == split) & (ok["augment"] == augment)]
+        row = {"arch": arch, "task": task, "split": split, "augment": augment,
+               "runs": len(group), "finished": len(done)}
+        for metric in METRICS:
+            col = tracking.test_metric(metric)
+            mean, ci = mean_ci95(done[col]) if col in done and len(done) else (float("nan"), float("nan"))
+            row[f"ours_{metric}"] = mean
+            row[f"ours_{metric}_ci95"] = ci
+        base = tracking.baseline_metric("majority_accuracy")
+        row["baseline_majority_accuracy"] = float(done[base].mean()) if base in done and len(done) else float("nan")
+        ref = paper.paper_row(task, split)
+        for metric, attr in zip(METRICS, ("accuracy", "precision", "recall", "f1")):
+            row[f"paper_{metric}"] = getattr(ref, attr) if ref else float("nan")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False

@@ -1,0 +1,54 @@
+"""Classifiers: any timm architecture, single-channel input, random init by default."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from projects.errors import InputError
+
+# Films are scaled to [0, 1]; a fixed normalisation keeps the logged model self-contained.
+_MEAN, _STD = 0.5, 0.25
+
+
+class GrayscaleClassifier(nn.Module):
+    """A timm backbone on normalised single-channel films; returns class logits."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, films: torch.Tensor) -> torch.Tensor:
+        return self.backbone((films - _MEAN) / _STD)
+
+
+class ClassProbabilities(nn.Module):
+    """What the logged MLflow model computes: (B, 1, H, W) films in [0, 1] -> probabilities."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, films: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(films), dim=1)
+
+
+def build_classifier(arch: str, num_classes: int, weights: str = "") -> GrayscaleClassifier:
+    import timm
+
+    if not timm.is_model(arch):
+        similar = timm.list_models(f"*{arch.split('_')[0][:6]}*")[:8]
+        hint = f" (similar: {', '.join(similar)})" if similar else ""
+        raise InputError("arch", f"unknown timm architecture {arch!r}{hint}")
+    kwargs = dict(num_classes=num_classes, in_chans=1)
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(path, "weights file not found")
+        # timm adapts the first conv to one channel and resets the classifier itself.
+        backbone = timm.create_model(arch, pretrained=True,
+                                     pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    else:
+        backbone = timm.create_model(arch, pretrained=False, **kwargs)
+    return GrayscaleClassifier(backbone)

@@ -1,0 +1,305 @@
+"""One mammography run: data -> split -> train -> evaluate -> efficiency -> model, all
+logged to the active MLflow run. The entry point, the grid and search trials all call
+`run(config)`; nothing is trained by other code.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from projects import efficiency, tracking
+from projects.digest import digest_files
+from projects.errors import InputError
+from projects.mammography import data as mias
+from projects.mammography import metrics as cls_metrics
+from projects.mammography.config import MammographyConfig
+from projects.mammography.models import ClassProbabilities, build_classifier
+from projects.mammography.splits import parse_ratio, split_films, split_table
+from projects.training import EpochHook, TrainConfig, fit, seed_everything
+
+STUDY = "mammography"
+
+
+@dataclass
+class PreparedData:
+    root: Path
+    films: list
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    assignment: dict[str, str]
+    images: dict[str, np.ndarray]  # split -> (N, S, S) uint8
+    targets: dict[str, np.ndarray]  # split -> (N,) int
+    digest: str
+    skipped: list[str] = field(default_factory=list)
+
+
+def resolve_data_root(config: MammographyConfig) -> Path:
+    if config.data == "embedded":
+        from projects.embedded import ensure_mias
+
+        return ensure_mias(size=config.embedded_size)
+    root = Path(config.data).expanduser()
+    if not root.exists():
+        raise InputError(root, "data folder does not exist (use data=embedded for the generated set)")
+    return root
+
+
+@functools.lru_cache(maxsize=8)
+def _load_films(root: Path, skip_missing: bool) -> tuple[list, list[str], str]:
+    films, skipped = mias.load_films(root, skip_missing=skip_missing)
+    info = [p for p in (root / "Info.txt",) if p.exists()]
+    digest = digest_files([f.path for f in films] + info)
+    return films, skipped, digest
+
+
+@functools.lru_cache(maxsize=8)
+def _read_resized(root: Path, skip_missing: bool, size: int) -> dict[str, np.ndarray]:
+    films, _, _ = _load_films(root, skip_missing)
+    out = {}
+    for film in films:
+        image = mias.read_image(film.path)
+        if image.shape != (size, size):
+            # INTER_AREA averages when shrinking: lesions survive the downscale.
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        out[film.id] = image
+    return out
+
+
+def _check_config(config: MammographyConfig) -> None:
+    if config.task not in mias.TASKS:
+        raise InputError("task", f"unknown task {config.task!r}; choose from {', '.join(mias.TASKS)}")
+    if config.image_size < 16 or config.image_size > 2048:
+        raise InputError("image_size", f"must be between 16 and 2048, got {config.image_size}")
+    if config.epochs < 1:
+        raise InputError("epochs", f"must be at least 1, got {config.epochs}")
+    if config.batch_size < 2:
+        raise InputError("batch_size", f"must be at least 2, got {config.batch_size}")
+    if not 0 < config.val_fraction < 1:
+        raise InputError("val_fraction", f"must be in (0, 1), got {config.val_fraction}")
+    if config.augment_factor < 1:
+        raise InputError("augment_factor", f"must be at least 1, got {config.augment_factor}")
+    if config.lr <= 0:
+        raise InputError("lr", f"must be positive, got {config.lr}")
+    parse_ratio(config.split)
+
+
+def prepare_data(config: MammographyConfig) -> PreparedData:
+    """Everything that can fail on bad input happens here, before any run is started."""
+    _check_config(config)
+    root = resolve_data_root(config)
+    films, skipped, digest = _load_films(root.resolve(), config.skip_missing)
+    kept, labels, class_names = mias.task_view(films, config.task)
+    labels = np.asarray(labels, dtype=np.int64)
+    assignment = split_films([f.id for f in kept], list(labels), parse_ratio(config.split),
+                             config.val_fraction, config.seed)
+    resized = _read_resized(root.resolve(), config.skip_missing, config.image_size)
+    images, targets = {}, {}
+    for part in ("train", "val", "test"):
+        idx = [i for i, f in enumerate(kept) if assignment[f.id] == part]
+        images[part] = np.stack([resized[kept[i].id] for i in idx]) if idx else np.zeros((0, config.image_size, config.image_size), np.uint8)
+        targets[part] = labels[idx]
+    if len(targets["test"]) == 0 or len(targets["train"]) == 0:
+        raise InputError(root, f"split {config.split} leaves an empty train or test set ({len(kept)} films)")
+    return PreparedData(root, kept, labels, class_names, assignment, images, targets, digest, skipped)
+
+
+def augment_films(images: np.ndarray, targets: np.ndarray, factor: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's augmented scenario: (factor - 1) transformed copies of every training
+    film (flip, small rotation, intensity jitter), made once so the run is reproducible."""
+    if factor <= 1 or len(images) == 0:
+        return images, targets
+    rng = np.random.default_rng(seed)
+    size = images.shape[-1]
+    extra = []
+    for _ in range(factor - 1):
+        for image in images:
+            out = image[:, ::-1] if rng.random() < 0.5 else image
+            angle = rng.uniform(-10, 10)
+            matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
+            out = cv2.warpAffine(np.ascontiguousarray(out), matrix, (size, size), borderValue=0)
+            gain, gamma = rng.uniform(0.9, 1.1), rng.uniform(0.8, 1.25)
+            out = np.clip(255.0 * (out / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
+            extra.append(out)
+    return (np.concatenate([images, np.stack(extra)]),
+            np.concatenate([targets] + [targets] * (factor - 1)))
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+def _loader(images, targets, batch_size, shuffle, generator=None, drop_last=False) -> DataLoader:
+    ds = TensorDataset(_tensor(images), torch.from_numpy(targets))
+    # drop_last only when it still leaves a batch: tiny sets must train too
+    drop = drop_last and len(ds) > batch_size and len(ds) % batch_size != 0 and len(ds) % batch_size < 4
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop)
+
+
+def _predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
+    model.eval()
+    logits, truth = [], []
+    with torch.inference_mode():
+        for x, y in loader:
+            logits.append(model(x))
+            truth.append(y)
+    return torch.cat(logits).numpy(), torch.cat(truth).numpy(), 0.0
+
+
+def _evaluator(loss_fn: nn.Module, class_names):
+    def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        logits, truth, _ = _predict(model, loader)
+        loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(truth)))
+        pred = logits.argmax(1)
+        m = cls_metrics.classification_metrics(truth, pred, class_names)
+        return {"loss": loss, "accuracy": m["accuracy"], "f1_macro": m["f1_macro"]}
+
+    return evaluate
+
+
+@dataclass
+class MammographyResult:
+    run_id: str
+    metrics: dict[str, float]
+    class_names: tuple[str, ...]
+    confusion: np.ndarray
+
+
+def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kind: str = "single",
+        on_epoch: EpochHook | None = None) -> MammographyResult:
+    """Train and evaluate inside the active MLflow run (the caller starts and ends it)."""
+    prepared = prepared or prepare_data(config)
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("mammography.run needs an active MLflow run")
+    n_classes = len(prepared.class_names)
+    mlflow.set_tags(tracking.standard_tags(
+        study=STUDY, task=config.task, arch=config.arch, split=config.split, augment=config.augment,
+        seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind))
+    tracking.log_config(config)
+    train_x, train_y = prepared.images["train"], prepared.targets["train"]
+    if config.augment:
+        train_x, train_y = augment_films(train_x, train_y, config.augment_factor, config.seed)
+    counts = {part: int(len(prepared.targets[part])) for part in ("train", "val", "test")}
+    mlflow.log_params({"n_train_films": counts["train"], "n_val_films": counts["val"],
+                       "n_test_films": counts["test"], "n_train_images": len(train_y),
+                       "test_fraction": parse_ratio(config.split), "classes": ",".join(prepared.class_names),
+                       "data_root": str(prepared.root)})
+    table = split_table(prepared.assignment, prepared.films)
+    with tempfile.TemporaryDirectory() as tmp:
+        split_csv = Path(tmp) / "assignment.csv"
+        table.to_csv(split_csv, index=False)
+        mlflow.log_artifact(str(split_csv), "split")
+    for part in ("train", "test"):
+        ds = tracking.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
+                                     name=f"mias-{config.task}", digest=prepared.digest)
+        mlflow.log_input(ds, context=part)
+    if prepared.skipped:
+        mlflow.log_text("\n".join(prepared.skipped), "skipped_films.txt")
+
+    # Baseline first: it is what the result must beat, logged even if training dies.
+    base = cls_metrics.majority_baseline(train_y, prepared.targets["test"], n_classes)
+    tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
+
+    generator = seed_everything(config.seed)
+    model = build_classifier(config.arch, n_classes, config.weights)
+    weight = None
+    if config.class_weighted:
+        freq = np.bincount(train_y, minlength=n_classes).astype(np.float64)
+        inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
+        weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                            patience=config.patience, seed=config.seed, progress=config.progress)
+    train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True)
+    val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False)
+                  if counts["val"] else None)
+    # Validation loss is unweighted: it selects the model, it should not favour rare classes.
+    result = fit(model, train_loader, val_loader, loss_fn, train_cfg,
+                 _evaluator(nn.CrossEntropyLoss(), prepared.class_names), on_epoch=on_epoch)
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                        "train_seconds": result.train_seconds})
+
+    test_loader = _loader(prepared.images["test"], prepared.targets["test"], config.batch_size, False)
+    logits, truth, _ = _predict(model, test_loader)
+    pred = logits.argmax(1)
+    test = cls_metrics.classification_metrics(truth, pred, prepared.class_names)
+    test["accuracy_minus_baseline"] = test["accuracy"] - base["majority_accuracy"]
+    test["f1_macro_minus_baseline"] = test["f1_macro"] - base["majority_f1_macro"]
+    tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
+    matrix = cls_metrics.confusion(truth, pred, n_classes)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        import pandas as pd
+
+        frame = pd.DataFrame(matrix, index=[f"true_{c}" for c in prepared.class_names],
+                             columns=[f"pred_{c}" for c in prepared.class_names])
+        frame.to_csv(tmp / "confusion_matrix.csv")
+        cls_metrics.confusion_png(matrix, prepared.class_names, tmp / "confusion_matrix.png",
+                                  f"{config.arch} {config.task} {config.split} augment={config.augment}\n"
+                                  f"acc {test['accuracy']:.3f} (baseline {base['majority_accuracy']:.3f}) "
+                                  f"F1-macro {test['f1_macro']:.3f}")
+        mlflow.log_artifact(str(tmp / "confusion_matrix.csv"))
+        mlflow.log_artifact(str(tmp / "confusion_matrix.png"))
+        (tmp / "predictions.json").write_text(json.dumps({
+            "class_names": list(prepared.class_names),
+            "film_ids": [f.id for f in prepared.films if prepared.assignment[f.id] == "test"],
+            "true": truth.tolist(), "pred": pred.tolist()}))
+        mlflow.log_artifact(str(tmp / "predictions.json"))
+        _log_efficiency(model, config, n_classes, prepared.images["test"], tmp)
+    print(f"[mammography] {config.task} {config.arch} split={config.split} augment={config.augment}: "
+          f"test accuracy {test['accuracy']:.3f} (majority baseline {base['majority_accuracy']:.3f}), "
+          f"F1-macro {test['f1_macro']:.3f}", file=sys.stderr)
+    return MammographyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
+                             | {tracking.baseline_metric(k): v for k, v in base.items()},
+                             prepared.class_names, matrix)
+
+
+def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
+                    test_images: np.ndarray, tmp: Path) -> None:
+    model.eval()
+    weights = tmp / "model_weights.pt"
+    size = efficiency.save_weights(model, weights)
+    mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
+    n = len(test_images) if not config.cpu_predict_n else min(config.cpu_predict_n, len(test_images))
+    timing = efficiency.time_cpu_inference(lambda: build_classifier(config.arch, n_classes),
+                                           weights, _tensor(test_images[:n]), batch_size=config.batch_size)
+    tracking.log_metrics_finite({
+        tracking.M_PARAMS: efficiency.count_params(model),
+        tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
+        tracking.M_SIZE_MB: size / 1e6,
+        **timing.metrics(),
+    })
+    mlflow.log_param(tracking.P_CPU_PREDICT_N, n)
+    mlflow.log_param("image_shape", f"1x{config.image_size}x{config.image_size}")
+    if config.log_model:
+        log_probability_model(model, test_images[:2])
+
+
+def log_probability_model(model: nn.Module, example_images: np.ndarray) -> None:
+    """Log the full MLflow model (pt2: no pickled code) that returns class probabilities.
+
+    A batch-2 example keeps the batch dimension dynamic in torch.export; the image size is
+    fixed by the export and recorded as the `image_shape` param.
+    """
+    from mlflow.models import infer_signature
+
+    wrapped = ClassProbabilities(model).eval()
+    example = _tensor(example_images if len(example_images) >= 2 else np.repeat(example_images, 2, 0)).numpy()
+    with torch.inference_mode():
+        output = wrapped(torch.from_numpy(example)).numpy()
+    mlflow.pytorch.log_model(wrapped, name=tracking.MODEL_ARTIFACT, input_example=example,
+                             signature=infer_signature(example, output),
+                             pip_requirements=tracking.model_pip_requirements())
+    mlflow.set_tag(tracking.TAG_CANDIDATE, "true")

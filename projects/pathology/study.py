@@ -1,0 +1,299 @@
+"""One pathology run: tiles -> train -> per-tile Jaccard -> efficiency -> model, logged to
+the active MLflow run. The entry point, the Table V grid and search trials all call
+`run(config)`.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from projects import efficiency, runtime, tracking
+from projects.errors import InputError
+from projects.pathology import data as seg_data
+from projects.pathology import metrics as seg_metrics
+from projects.pathology import preprocess
+from projects.pathology.config import PathologyConfig
+from projects.pathology.models import build_model, min_input_multiple
+from projects.training import EpochHook, TrainConfig, fit, seed_everything
+
+STUDY = "pathology"
+TASK = "tumor"
+
+
+class TileDataset(Dataset):
+    """uint8 tiles -> float tensors on access (keeps memory at 1/4 of float storage).
+
+    Targets stack the mask and the valid-pixel map: padded pixels must not train or score.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.images, self.masks, self.valid = arrays["images"], arrays["masks"], arrays["valid"]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div_(255.0)
+        target = torch.stack([torch.from_numpy(self.masks[i]).float(),
+                              torch.from_numpy(self.valid[i]).float()])
+        return image, target
+
+
+class MaskedBCE(nn.Module):
+    """Binary cross-entropy (the paper's loss) on logits, averaged over valid pixels."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask, valid = target[:, :1], target[:, 1:]
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+        return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+class MaskProbabilities(nn.Module):
+    """What the logged MLflow model computes: (B, 3, H, W) RGB in [0, 1] -> tumour probability.
+
+    Inputs are equalised tiles as in training (projects.pathology.preprocess.equalize).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(tiles))
+
+
+@dataclass
+class PreparedTiles:
+    root: Path
+    samples: list
+    assignment: dict[str, str]
+    arrays: dict[str, dict[str, np.ndarray]]
+    digest: str
+    cache_hit: bool
+    cache_path: Path
+
+
+def resolve_data_root(config: PathologyConfig) -> Path:
+    if config.data == "embedded":
+        from projects.embedded import ensure_paip
+
+        return ensure_paip(n_images=config.embedded_images, size=config.embedded_size)
+    root = Path(config.data).expanduser()
+    if not root.exists():
+        raise InputError(root, "data folder does not exist (use data=embedded for the generated set)")
+    return root
+
+
+def check_config(config: PathologyConfig) -> None:
+    """Reject what cannot train before any run starts (search uses this to skip trials)."""
+    if config.epochs < 1:
+        raise InputError("epochs", f"must be at least 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise InputError("batch_size", f"must be at least 1, got {config.batch_size}")
+    if config.lr <= 0:
+        raise InputError("lr", f"must be positive, got {config.lr}")
+    if not 0 < config.threshold < 1:
+        raise InputError("threshold", f"must be in (0, 1), got {config.threshold}")
+    if config.cpu_predict_n < 1:
+        raise InputError("cpu_predict_n", f"must be at least 1, got {config.cpu_predict_n}")
+    multiple = min_input_multiple(config.arch, config.depth)
+    if config.tile_size % multiple:
+        raise InputError("tile_size", f"{config.tile_size} cannot be halved {config.depth - 1} times "
+                                      f"for {config.arch} depth {config.depth}: use a multiple of {multiple}")
+
+
+def prepare_data(config: PathologyConfig) -> PreparedTiles:
+    check_config(config)
+    root = resolve_data_root(config)
+    samples = seg_data.discover(root, mpp=config.mpp or None)
+    assignment = preprocess.split_images(samples, test_count=config.test_count or None,
+                                         test_fraction=config.test_fraction,
+                                         val_fraction=config.val_fraction, seed=config.seed)
+    pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
+                                          augment_flips=config.augment_flips, mpp=config.mpp or None)
+    prepared = preprocess.prepare(samples, assignment, pre_cfg, runtime.cache_dir() / "pathology")
+    return PreparedTiles(root, samples, assignment, prepared.arrays, prepared.digest,
+                         prepared.cache_hit, prepared.cache_path)
+
+
+def _predict_probs(model: nn.Module, loader: DataLoader) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for x, _ in loader:
+            out.append(torch.sigmoid(model(x))[:, 0].numpy())
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
+def _evaluator(threshold: float):
+    loss_fn = MaskedBCE()
+
+    def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        model.eval()
+        total, n, jac = 0.0, 0, []
+        with torch.inference_mode():
+            for x, target in loader:
+                logits = model(x)
+                total += float(loss_fn(logits, target)) * len(x)
+                n += len(x)
+                pred = (torch.sigmoid(logits[:, 0]) > threshold).numpy()
+                jac.append(seg_metrics.per_tile_jaccard(pred, target[:, 0].numpy(), target[:, 1].numpy()))
+        return {"loss": total / max(n, 1), "jaccard": float(np.concatenate(jac).mean()) if jac else float("nan")}
+
+    return evaluate
+
+
+@dataclass
+class PathologyResult:
+    run_id: str
+    metrics: dict[str, float]
+
+
+def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind: str = "single",
+        on_epoch: EpochHook | None = None) -> PathologyResult:
+    """Train and evaluate inside the active MLflow run (the caller starts and ends it)."""
+    prepared = prepared or prepare_data(config)
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("pathology.run needs an active MLflow run")
+    arch_tag = config.arch if config.arch.startswith("smp:") else f"{config.arch}"
+    mlflow.set_tags(tracking.standard_tags(
+        study=STUDY, task=TASK, arch=arch_tag, split=f"test{config.test_count or config.test_fraction}-val{config.val_fraction}",
+        augment=config.augment_flips, seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind))
+    mlflow.set_tags({"depth": str(config.depth), "filters": str(config.filters)})
+    tracking.log_config(config)
+    arrays = prepared.arrays
+    counts = {p: int(len(arrays[p]["images"])) for p in ("train", "val", "test")}
+    n_images = {p: sorted({sid for sid, s in prepared.assignment.items() if s == p}) for p in ("train", "val", "test")}
+    mlflow.log_params({f"n_{p}_tiles": counts[p] for p in counts}
+                      | {f"n_{p}_images": len(n_images[p]) for p in n_images}
+                      | {"data_root": str(prepared.root), "preprocess_cache_hit": prepared.cache_hit})
+    if counts["train"] == 0 or counts["test"] == 0:
+        raise InputError(prepared.root, f"no training or test tiles after the split ({counts})")
+    _log_split(prepared)
+
+    truth, valid = arrays["test"]["masks"], arrays["test"]["valid"]
+    base = seg_metrics.trivial_baselines(truth, valid)
+    tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
+
+    generator = seed_everything(config.seed)
+    model = build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
+    train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                            patience=config.patience, seed=config.seed, progress=config.progress)
+    train_loader = DataLoader(TileDataset(arrays["train"]), batch_size=config.batch_size, shuffle=True,
+                              generator=generator, drop_last=counts["train"] > config.batch_size)
+    val_loader = DataLoader(TileDataset(arrays["val"]), batch_size=config.batch_size) if counts["val"] else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    result = fit(model, train_loader, val_loader, MaskedBCE(), train_cfg, _evaluator(config.threshold),
+                 on_epoch=on_epoch, optimizer=optimizer)
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                        "train_seconds": result.train_seconds})
+
+    test_loader = DataLoader(TileDataset(arrays["test"]), batch_size=config.batch_size)
+    probs = _predict_probs(model, test_loader)
+    pred = probs > config.threshold
+    test = seg_metrics.segmentation_metrics(pred, truth, valid)
+    rng = np.random.default_rng(config.seed)
+    sample = rng.choice(len(pred), size=min(config.cpu_predict_n, len(pred)), replace=False)
+    test[f"jaccard_sample{len(sample)}"] = seg_metrics.segmentation_metrics(pred[sample], truth[sample], valid[sample])["jaccard"]
+    best_base = max(base["jaccard_all_background"], base["jaccard_all_tumor"])
+    test["jaccard_minus_baseline"] = test["jaccard"] - best_base
+    tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        overlay_grid(arrays["test"]["images"], truth, pred, tmp / "test_overlays.png", seed=config.seed)
+        mlflow.log_artifact(str(tmp / "test_overlays.png"))
+        _log_efficiency(model, optimizer, config, arrays["test"]["images"][sample], tmp)
+    print(f"[pathology] {config.arch} n={config.filters} depth={config.depth}: test Jaccard (per tile) "
+          f"{test['jaccard']:.3f}, pooled {test['jaccard_pooled']:.3f} (all-background "
+          f"{base['jaccard_all_background']:.3f}, all-tumour {base['jaccard_all_tumor']:.3f})", file=sys.stderr)
+    return PathologyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
+                           | {tracking.baseline_metric(k): v for k, v in base.items()})
+
+
+def _log_split(prepared: PreparedTiles) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame([{"image_id": s.id, "split": prepared.assignment[s.id], "mpp": s.mpp,
+                           "image": s.image_path.name} for s in prepared.samples])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "assignment.csv"
+        table.to_csv(path, index=False)
+        mlflow.log_artifact(str(path), "split")
+    for part in ("train", "test"):
+        ds = tracking.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
+                                     name="pathology-tiles", digest=prepared.digest)
+        mlflow.log_input(ds, context=part)
+
+
+def tiles_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: PathologyConfig,
+                    timing_tiles: np.ndarray, tmp: Path) -> None:
+    model.eval()
+    weights = tmp / "model_weights.pt"
+    size = efficiency.save_weights(model, weights)
+    with_opt = efficiency.save_weights_with_optimizer(model, optimizer, tmp / "with_optimizer.pt")
+    mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
+    timing = efficiency.time_cpu_inference(
+        lambda: build_model(config.arch, config.filters, config.depth, upsample=config.upsample),
+        weights, tiles_tensor(timing_tiles), batch_size=config.batch_size)
+    tracking.log_metrics_finite({
+        tracking.M_PARAMS: efficiency.count_params(model),
+        tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
+        tracking.M_SIZE_MB: size / 1e6,
+        tracking.M_SIZE_WITH_OPT_MB: with_opt / 1e6,
+        **timing.metrics(),
+    })
+    mlflow.log_param(tracking.P_CPU_PREDICT_N, len(timing_tiles))
+    mlflow.log_param("image_shape", f"3x{config.tile_size}x{config.tile_size}")
+    if config.log_model:
+        log_probability_model(model, timing_tiles[:2])
+
+
+def log_probability_model(model: nn.Module, example_tiles: np.ndarray) -> None:
+    from mlflow.models import infer_signature
+
+    wrapped = MaskProbabilities(model).eval()
+    if len(example_tiles) < 2:  # batch 2 keeps the batch dimension dynamic in torch.export
+        example_tiles = np.repeat(example_tiles, 2, 0)
+    example = tiles_tensor(example_tiles).numpy()
+    with torch.inference_mode():
+        output = wrapped(torch.from_numpy(example)).numpy()
+    mlflow.pytorch.log_model(wrapped, name=tracking.MODEL_ARTIFACT, input_example=example,
+                             signature=infer_signature(example, output),
+                             pip_requirements=tracking.model_pip_requirements())
+    mlflow.set_tag(tracking.TAG_CANDIDATE, "true")
+
+
+def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: Path,
+                 n: int = 8, seed: int = 0) -> None:
+    """Test tiles with the ground truth outlined in green and the prediction in red/overlay."""
+    if len(images) == 0:
+        return
+    rng = np.random.default_rng(seed)
+    # Prefer tiles that contain tumour: empty tiles show nothing.
+    order = np.argsort(-truth.reshape(len(truth), -1).sum(1) - rng.random(len(truth)))
+    picks = order[:n]
+    cells = []
+    for i in picks:
+        tile = images[i].copy()
+        red = pred[i].astype(bool)
+        tile[red] = (0.55 * tile[red] + 0.45 * np.array([255, 0, 0])).astype(np.uint8)
+        contours, _ = cv2.findContours(truth[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(tile, contours, -1, (0, 200, 0), 1)
+        cells.append(np.concatenate([images[i], tile], axis=1))
+    grid = np.concatenate(cells, axis=0)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
