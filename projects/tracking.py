@@ -166,7 +166,11 @@ def log_metrics_finite(metrics: Mapping[str, float], step: int | None = None) ->
 
 
 def log_config(config: Any, prefix: str = "") -> None:
-    """Log a (nested) dataclass config as params: everything a run decided is written down."""
+    """Log a (nested) dataclass config as params: everything a run decided is written down.
+
+    Keys the run already has are left alone: `mlflow run` logs the entry point's -P values
+    first (as typed strings), and MLflow refuses to change a param.
+    """
     import dataclasses
 
     flat: dict[str, Any] = {}
@@ -174,12 +178,15 @@ def log_config(config: Any, prefix: str = "") -> None:
     def walk(obj: Any, key: str) -> None:
         if dataclasses.is_dataclass(obj):
             for field in dataclasses.fields(obj):
-                walk(getattr(obj, field.name), f"{key}{field.name}" if not key else f"{key}.{field.name}")
+                walk(getattr(obj, field.name), f"{key}.{field.name}" if key else field.name)
+        elif isinstance(obj, bool):
+            flat[key] = str(obj).lower()
         else:
-            flat[key] = obj if isinstance(obj, (int, float, str, bool)) or obj is None else str(obj)
+            flat[key] = "" if obj is None else (obj if isinstance(obj, (int, float, str)) else str(obj))
 
     walk(config, prefix)
-    mlflow.log_params({k: ("" if v is None else v) for k, v in flat.items()})
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
 
 
 # --- run lifecycle ----------------------------------------------------------------------------

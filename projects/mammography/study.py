@@ -91,7 +91,10 @@ def _check_config(config: MammographyConfig) -> None:
         raise InputError("augment_factor", f"must be at least 1, got {config.augment_factor}")
     if config.lr <= 0:
         raise InputError("lr", f"must be positive, got {config.lr}")
-    parse_ratio(config.split)
+    try:
+        parse_ratio(config.split)
+    except InputError as exc:
+        raise InputError("split", exc.problem) from None
 
 
 def prepare_data(config: MammographyConfig) -> PreparedData:

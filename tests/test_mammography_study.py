@@ -1,0 +1,208 @@
+"""The mammography study end to end on the embedded data, its grid, and its bad inputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from projects import tracking
+from projects.errors import InputError
+from projects.mammography import grid as grid_mod
+from projects.mammography import study
+from projects.mammography.cli import main as mammography_main
+from projects.mammography.config import MammographyConfig
+
+from conftest import running_runs
+
+FAST = dict(arch="resnet18", image_size=32, epochs=1, batch_size=16, progress=False, log_model=False)
+
+
+def _run(config: MammographyConfig):
+    with tracking.study_run("mammography", "t") as run:
+        result = study.run(config)
+    return mlflow.get_run(run.info.run_id), result
+
+
+@pytest.mark.slow
+def test_embedded_7class_beats_majority_baseline_clearly():
+    # The settings that lift a small ResNet off the all-NORM collapse (README).
+    cfg = MammographyConfig(arch="resnet18", image_size=128, epochs=20, lr=1e-3, class_weighted=True,
+                            progress=False)
+    run, result = _run(cfg)
+    m = run.data.metrics
+    assert m["test_accuracy"] >= m["baseline_majority_accuracy"] + 0.05, m
+    assert m["test_f1_macro"] >= m["baseline_majority_f1_macro"] + 0.15, m
+    # the logged model predicts class probabilities from an image array
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    probs = model.predict(np.random.rand(3, 1, 128, 128).astype(np.float32))
+    assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_run_logs_everything_the_issue_lists():
+    run, result = _run(MammographyConfig(**FAST))
+    m, tags, params = run.data.metrics, run.data.tags, run.data.params
+    for key in ("test_accuracy", "test_balanced_accuracy", "test_precision_macro", "test_recall_macro",
+                "test_f1_macro", "test_f1_weighted", "baseline_majority_accuracy",
+                "test_accuracy_minus_baseline", "test_precision_NORM", "test_recall_CALC", "test_f1_SPIC",
+                "params_count", "model_size_mb", "cpu_load_s", "cpu_predict_s", "cpu_total_s",
+                "cpu_latency_ms_p50", "train_loss", "val_loss", "val_accuracy", "val_f1_macro"):
+        assert key in m, key
+    assert m["test_accuracy_minus_baseline"] == pytest.approx(m["test_accuracy"] - m["baseline_majority_accuracy"])
+    for tag in tracking.REQUIRED_TAGS:
+        assert tags.get(tag), tag
+    assert params["cpu_predict_images"] == params["n_test_films"]
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "confusion_matrix.csv", "split", "weights"} <= arts
+    split = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/split/assignment.csv").splitlines()
+    assert split[0] == "film_id,patient,label,split" and len(split) == 323
+    # no patient on both sides of the logged split
+    rows = [line.split(",") for line in split[1:]]
+    sides = {}
+    for film, patient, _label, part in rows:
+        sides.setdefault(patient, set()).add(part)
+    assert all(len(s) == 1 for s in sides.values())
+    assert run.inputs.dataset_inputs, "dataset not logged with mlflow.data"
+
+
+def test_augmentation_only_touches_training_films():
+    cfg = MammographyConfig(**FAST | {"augment": True, "augment_factor": 3})
+    prepared = study.prepare_data(cfg)
+    run, _ = _run(cfg)
+    p = run.data.params
+    assert int(p["n_train_images"]) == 3 * int(p["n_train_films"])
+    assert int(p["n_test_films"]) == len(prepared.targets["test"])
+
+
+def test_benign_malignant_uses_abnormal_films_only():
+    prepared = study.prepare_data(MammographyConfig(**FAST | {"task": "benign_malignant", "split": "75:25"}))
+    assert prepared.class_names == ("benign", "malignant")
+    assert all(f.label != "NORM" for f in prepared.films)
+
+
+@pytest.mark.slow
+def test_grid_runs_nine_scenarios_as_children_with_paper_table():
+    grid = grid_mod.MammographyGridConfig(base=MammographyConfig(**FAST), archs=["resnet18"])
+    with tracking.study_run("mammography", "grid") as parent:
+        table = grid_mod.run_grid(grid)
+    client = mlflow.MlflowClient()
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 9 and all(c.info.status == "FINISHED" for c in children)
+    assert len(table) == 9
+    row = table[(table.split == "90:10") & (~table.augment)].iloc[0]
+    assert row.paper_accuracy == 0.72 and row.paper_f1_macro == 0.13
+    bm = table[table.task == "benign_malignant"].iloc[0]
+    assert bm.paper_accuracy == 0.35
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "grid")}
+    assert "grid/paper_vs_ours.csv" in arts
+
+
+def test_grid_repeats_report_mean_and_ci():
+    import pandas as pd
+
+    runs = pd.DataFrame([
+        {"arch": "a", "task": "7class", "split": "80:20", "augment": False, "seed": s, "status": "FINISHED",
+         "test_accuracy": acc, "test_precision_macro": 0.1, "test_recall_macro": 0.1, "test_f1_macro": 0.1,
+         "baseline_majority_accuracy": 0.64} for s, acc in enumerate([0.70, 0.72, 0.74])])
+    table = grid_mod.comparison_table(runs)
+    assert table.ours_accuracy[0] == pytest.approx(0.72)
+    # t(0.975, 2) = 4.303; sd 0.02; half-width 4.303 * 0.02 / sqrt(3)
+    assert table.ours_accuracy_ci95[0] == pytest.approx(4.303 * 0.02 / 3 ** 0.5, rel=1e-3)
+
+
+# --- bad input: one clear line, non-zero exit, no RUNNING run ------------------------------
+
+def _copy_mias(tmp_path: Path) -> Path:
+    import shutil
+
+    src = study.resolve_data_root(MammographyConfig())
+    dst = tmp_path / "mias"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _main_fails(capsys, *args) -> str:
+    code = mammography_main(["--arch", "resnet18", "--epochs", "1", "--image-size", "32", *args])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("error: ")
+    assert running_runs() == []
+    return err[-1]
+
+
+def test_malformed_info_row_is_rejected(tmp_path, capsys):
+    root = _copy_mias(tmp_path)
+    info = root / "Info.txt"
+    lines = info.read_text().splitlines()
+    idx = next(i for i, line in enumerate(lines) if line.startswith("mdb005"))
+    lines[idx] = "mdb005 G BLOB B 1 2 3"
+    info.write_text("\n".join(lines) + "\n")
+    msg = _main_fails(capsys, "--data", str(root))
+    assert "Info.txt" in msg and f"line {idx + 1}" in msg and "BLOB" in msg
+
+
+def test_missing_film_is_rejected_or_skipped(tmp_path, capsys):
+    root = _copy_mias(tmp_path)
+    (root / "mdb007.pgm").unlink()
+    msg = _main_fails(capsys, "--data", str(root))
+    assert "mdb007" in msg
+    cfg = MammographyConfig(**FAST | {"data": str(root), "skip_missing": True})
+    prepared = study.prepare_data(cfg)
+    assert any("mdb007" in s for s in prepared.skipped)
+    assert len(prepared.films) == 321
+
+
+def test_unreadable_image_is_rejected(tmp_path, capsys):
+    root = _copy_mias(tmp_path)
+    data = (root / "mdb010.pgm").read_bytes()
+    (root / "mdb010.pgm").write_bytes(data[: len(data) // 2])
+    msg = _main_fails(capsys, "--data", str(root))
+    assert "mdb010.pgm" in msg and "truncated" in msg
+
+
+def test_bad_parameters_are_rejected(capsys):
+    assert "split" in _main_fails(capsys, "--split", "120:-20")
+    assert "unknown timm architecture" in _main_fails(capsys, "--arch", "resnet9000")
+    assert "epochs" in _main_fails(capsys, "--epochs", "0")
+
+
+def test_failure_inside_a_run_marks_it_failed(monkeypatch):
+    def boom(*a, **k):
+        raise InputError("weights", "simulated failure after the run started")
+
+    monkeypatch.setattr(study, "build_classifier", boom)
+    with pytest.raises(InputError):
+        _run(MammographyConfig(**FAST))
+    assert running_runs() == []
+    runs = mlflow.search_runs(experiment_names=["mammography"])
+    assert list(runs["status"]) == ["FAILED"]
+
+
+def test_real_mini_mias_loads_all_films(shared_data):
+    cfg = MammographyConfig(data=str(shared_data / "mias"), image_size=32)
+    prepared = study.prepare_data(cfg)
+    assert len(prepared.films) == 322
+    counts = dict(zip(*np.unique([f.label for f in prepared.films], return_counts=True)))
+    assert counts == {"ARCH": 19, "ASYM": 15, "CALC": 25, "CIRC": 23, "MISC": 14, "NORM": 207, "SPIC": 19}
+
+
+def test_entry_point_via_mlflow_run(tmp_path):
+    """`mlflow run . -e mammography` with the project's python on PATH."""
+    import os
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", "mammography",
+         "--env-manager", "local", "--experiment-name", "mammography",
+         "-P", "arch=resnet18", "-P", "epochs=1", "-P", "image_size=32"],
+        capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["mammography"])
+    assert len(runs) == 1 and runs.status[0] == "FINISHED"
+    assert "metrics.test_accuracy" in runs and runs["tags.study"][0] == "mammography"
