@@ -92,7 +92,9 @@ def setup_tracking() -> str:
     """Point MLflow at the configured store (env var or the embedded default)."""
     uri = runtime.tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    # The registry follows the tracking URI unless the user set MLFLOW_REGISTRY_URI. Calling
+    # mlflow.set_registry_uri here would export that variable and pin the registry to the
+    # first store for the rest of the process.
     return uri
 
 
@@ -199,6 +201,8 @@ def study_run(experiment: str, run_name: str | None = None, nested: bool = False
     launcher's run and ours are the same; otherwise the run goes to the study's experiment.
     """
     setup_tracking()
+    if not nested:
+        _close_stale_quietly(experiment)
     adopt = adopt and not nested and os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None
     if adopt:
         run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {}))
@@ -214,8 +218,9 @@ def study_run(experiment: str, run_name: str | None = None, nested: bool = False
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as exc:
-        if isinstance(exc, InputError):
-            mlflow.set_tag("error", str(exc)[:5000])
+        if isinstance(exc, (InputError, OSError)):
+            with contextlib.suppress(Exception):  # the store may be what failed
+                mlflow.set_tag("error", str(exc)[:5000])
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
@@ -236,18 +241,46 @@ def close_stale_runs(experiment: str, older_than_s: float = 0.0, filter_string: 
     if exp is None:
         return []
     query = "attributes.status = 'RUNNING'" + (f" and {filter_string}" if filter_string else "")
-    closed = []
-    for run in client.search_runs([exp.experiment_id], query, max_results=1000):
+    running = client.search_runs([exp.experiment_id], query, max_results=1000)
+    stale: list = []
+    for run in running:
         tags = run.data.tags
         same_host = tags.get("host") == socket.gethostname()
         pid = int(tags.get("pid", "0") or 0)
         alive = same_host and pid > 0 and _pid_alive(pid)
         age = time.time() - run.info.start_time / 1000
         if (same_host and pid and not alive) or (not same_host and older_than_s and age > older_than_s):
-            client.set_tag(run.info.run_id, "closed_as_stale", "true")
-            client.set_terminated(run.info.run_id, status="FAILED")
-            closed.append(run.info.run_id)
+            stale.append(run)
+    # Children without a pid of their own (grid cells) died with their parent.
+    ids = {run.info.run_id for run in stale}
+    grew = True
+    while grew:
+        grew = False
+        for run in running:
+            if (run.info.run_id not in ids and "pid" not in run.data.tags
+                    and run.data.tags.get("mlflow.parentRunId") in ids):
+                stale.append(run)
+                ids.add(run.info.run_id)
+                grew = True
+    closed = []
+    for run in stale:
+        client.set_tag(run.info.run_id, "closed_as_stale", "true")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        closed.append(run.info.run_id)
     return closed
+
+
+def _close_stale_quietly(experiment: str) -> None:
+    """What every new top-level run does first: a killed job's run must not look alive."""
+    try:
+        closed = close_stale_runs(experiment)
+    except Exception as exc:  # never block a new run over the bookkeeping of an old one
+        print(f"warning: could not check for stale runs in {experiment!r}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return
+    if closed:
+        print(f"closed {len(closed)} stale run(s) of dead processes as FAILED in {experiment!r}: "
+              + ", ".join(r[:8] for r in closed), file=sys.stderr)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -21,6 +21,7 @@ def _isolated_store(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     # The generated data sets are deterministic and slow-ish: share one cache per session.
     monkeypatch.setenv("MEDIMG_CACHE", str(_session_cache(tmp_path_factory)))
     import mlflow

@@ -51,7 +51,7 @@ def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path, title: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(class_names), 0.8 + 0.6 * len(class_names)))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 + 0.7 * len(class_names)), max(3.8, 0.8 + 0.6 * len(class_names))))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)

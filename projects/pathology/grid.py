@@ -15,7 +15,7 @@ import pandas as pd
 from projects import tracking
 from projects.pathology import study
 from projects.pathology.config import PathologyConfig
-from projects.pathology.models.paper import TABLE_V
+from projects.pathology.paper import TABLE_V
 
 
 @dataclass

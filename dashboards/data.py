@@ -1,0 +1,562 @@
+"""Dashboard data: runs and registry read through MLflow's API into tidy pandas tables.
+
+Works against any tracking URI (the embedded SQLite store, a tracking server): everything
+goes through `MlflowClient`. One row per run, one column per setting or number:
+
+    runs = load_runs()                       # every run of the study and search experiments
+    table = study_table("pathology", runs)   # finished runs of one study that have a result
+    front = pareto_front(table, "params_count", "test_jaccard")
+
+Names (tags, metrics, experiments, registered models) come from `projects.tracking`; the
+papers' published numbers from their two constant modules. No training code is imported.
+"""
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from projects import tracking
+from projects.stats import mean_ci95
+
+# --- what "accuracy" and "cost" mean on the pages --------------------------------------------
+# The y axis of every trade-off chart: held-out accuracy (mammography), per-tile Jaccard (pathology).
+PRIMARY_METRIC = {
+    "mammography": tracking.test_metric("accuracy"),
+    "pathology": tracking.test_metric("jaccard"),
+}
+PRIMARY_LABEL = {"mammography": "test accuracy", "pathology": "test Jaccard (per tile)"}
+# Which run of a scenario is "best" for the confusion matrices: accuracy alone rewards the
+# all-NORM collapse (64% for free), macro-F1 does not.
+BEST_BY = {"mammography": tracking.test_metric("f1_macro"), "pathology": tracking.test_metric("jaccard")}
+COST_METRICS = (tracking.M_PARAMS, tracking.M_SIZE_MB, tracking.M_CPU_TOTAL)
+COST_LABEL = {
+    tracking.M_PARAMS: "parameters",
+    tracking.M_PARAMS_KERAS: "parameters (Keras count)",
+    tracking.M_SIZE_MB: "model size (MB)",
+    tracking.M_CPU_TOTAL: "CPU load + predict (s)",
+    tracking.M_LATENCY_P50: "CPU latency p50 (ms)",
+}
+STUDY_METRICS = {
+    "mammography": tuple(tracking.test_metric(m) for m in ("accuracy", "f1_macro", "precision_macro",
+                                                           "recall_macro"))
+    + (tracking.baseline_metric("majority_accuracy"), tracking.baseline_metric("majority_f1_macro")),
+    "pathology": tuple(tracking.test_metric(m) for m in ("jaccard", "jaccard_pooled", "dice"))
+    + (tracking.baseline_metric("jaccard_all_background"), tracking.baseline_metric("jaccard_all_tumor")),
+}
+EFFICIENCY = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
+
+# run_kind values (tags written by the grids, the search driver and the main job)
+TRAINED_KINDS = ("single", "grid_child", "trial")
+PARENT_KINDS = ("grid_parent", "search_parent")
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+TAG_TRIAL_NUMBER = "trial_number"
+TAG_TRIAL_STATE = "trial_state"
+TAG_DEPTH = "depth"
+TAG_FILTERS = "filters"
+
+# Experiments whose runs are never models to compare.
+SKIP_EXPERIMENTS = (tracking.EXPERIMENTS["dashboard"], tracking.EXPERIMENTS["benchmark"])
+
+# The columns every tidy table has, in this order (metrics follow).
+SETTING_COLUMNS = ("run_id", "run_name", "experiment_id", "experiment", "status", "start_time",
+                   "end_time", "parent_run_id", "study", "task", "arch", "depth", "filters",
+                   "image_size", "split", "test_fraction", "augment", "seed", "run_kind",
+                   "dataset_digest", "trial_number", "trial_state", "aliases", "registered")
+INT_COLUMNS = ("depth", "filters", "image_size", "seed", "trial_number")
+
+
+def client() -> MlflowClient:
+    tracking.setup_tracking()
+    return MlflowClient()
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (`{ui_url}/#/experiments/{exp}/runs/{run}`)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def split_test_fraction(split: object) -> float:
+    """"80:20" -> 0.2 (the test share of a train:test ratio); anything else -> NaN."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*", str(split or ""))
+    if not match:
+        return float("nan")
+    train, test = float(match.group(1)), float(match.group(2))
+    return test / (train + test) if train + test > 0 else float("nan")
+
+
+def redact_uri(uri: str) -> str:
+    """A tracking URI fit for a page: any password replaced by ***."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", uri)
+
+
+# --- runs -------------------------------------------------------------------------------------
+def _experiments(mlc: MlflowClient) -> dict[str, str]:
+    """experiment id -> name, for every active experiment holding comparable runs."""
+    return {e.experiment_id: e.name for e in mlc.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+            if e.name not in SKIP_EXPERIMENTS}
+
+
+def _search_all(mlc: MlflowClient, experiment_ids: Sequence[str]) -> list:
+    runs, token = [], None
+    while True:
+        page = mlc.search_runs(list(experiment_ids), "", ViewType.ACTIVE_ONLY, max_results=1000,
+                               page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _to_int(value: object) -> float | int | None:
+    try:
+        number = float(value)  # "5", "5.0", 5
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
+
+
+def load_runs(mlc: MlflowClient | None = None, registry: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every active run outside the dashboard/benchmark experiments: one tidy row each.
+
+    Columns: SETTING_COLUMNS, then every metric the runs logged (latest value). A run's
+    study comes from its `study` tag, else from its parent's (search trials, grid children).
+    `aliases` lists the registry aliases held by a version made from the run ("" if none).
+    """
+    mlc = mlc or client()
+    experiments = _experiments(mlc)
+    if not experiments:
+        return _empty_runs()
+    runs = _search_all(mlc, list(experiments))
+    if registry is None:
+        registry = registry_versions(mlc)
+    by_run = _registry_by_run(registry)
+    rows = []
+    for run in runs:
+        tags, params, info = run.data.tags, run.data.params, run.info
+        row = {
+            "run_id": info.run_id,
+            "run_name": tags.get(TAG_RUN_NAME, info.run_name or ""),
+            "experiment_id": info.experiment_id,
+            "experiment": experiments.get(info.experiment_id, ""),
+            "status": info.status,
+            "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True) if info.start_time else pd.NaT,
+            "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT,
+            "parent_run_id": tags.get(TAG_PARENT, ""),
+            "study": tags.get(tracking.TAG_STUDY, params.get("study", "")),
+            "task": tags.get(tracking.TAG_TASK, params.get("task", "")),
+            "arch": tags.get(tracking.TAG_ARCH, params.get("arch", "")),
+            "depth": _to_int(tags.get(TAG_DEPTH, params.get("depth"))),
+            "filters": _to_int(tags.get(TAG_FILTERS, params.get("filters"))),
+            "image_size": _to_int(params.get("image_size", params.get("tile_size"))),
+            "split": tags.get(tracking.TAG_SPLIT, params.get("split", "")),
+            "augment": tags.get(tracking.TAG_AUGMENT, ""),
+            "seed": _to_int(tags.get(tracking.TAG_SEED, params.get("seed"))),
+            "run_kind": tags.get(tracking.TAG_RUN_KIND, ""),
+            "dataset_digest": tags.get(tracking.TAG_DATASET_DIGEST, ""),
+            "trial_number": _to_int(tags.get(TAG_TRIAL_NUMBER)),
+            "trial_state": tags.get(TAG_TRIAL_STATE, ""),
+        }
+        row["test_fraction"] = split_test_fraction(row["split"])
+        held = by_run.get(info.run_id, [])
+        row["aliases"] = ", ".join(sorted({a for _, _, aliases in held for a in aliases}))
+        row["registered"] = ", ".join(f"{m} v{v}" for m, v, _ in held)
+        row.update({k: float(v) for k, v in run.data.metrics.items() if k not in row and k != "url"})
+        rows.append(row)
+    if not rows:
+        return _empty_runs()
+    frame = pd.DataFrame(rows)
+    # Runs without a study tag (search trials of an older driver) inherit their parent's.
+    study_of = dict(zip(frame["run_id"], frame["study"]))
+    missing = frame["study"].eq("") & frame["parent_run_id"].ne("")
+    frame.loc[missing, "study"] = frame.loc[missing, "parent_run_id"].map(study_of).fillna("")
+    return _tidy(frame)
+
+
+def _empty_runs() -> pd.DataFrame:
+    return _tidy(pd.DataFrame(columns=list(SETTING_COLUMNS)))
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    for col in SETTING_COLUMNS:
+        if col not in frame:
+            frame[col] = pd.Series(dtype=object)
+    for col in INT_COLUMNS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    frame["test_fraction"] = pd.to_numeric(frame["test_fraction"], errors="coerce").astype(float)
+    for col in ("start_time", "end_time"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    text = [c for c in SETTING_COLUMNS if c not in INT_COLUMNS + ("test_fraction", "start_time", "end_time")]
+    for col in text:
+        frame[col] = frame[col].fillna("").astype(str)
+    metrics = sorted(c for c in frame.columns if c not in SETTING_COLUMNS)
+    for col in metrics:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    frame = frame[list(SETTING_COLUMNS) + metrics]
+    return frame.sort_values("start_time", kind="stable").reset_index(drop=True)
+
+
+def study_table(study: str, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Finished runs of one study that trained a model and have its headline result.
+
+    Only runs that trained a model count (run_kind single, grid_child or trial, or untagged
+    older runs): parents, launchers and the main job are left out; search trials are kept
+    (their `run_kind` says so). Every metric the study names and every efficiency number is a
+    column, NaN where a run did not log it.
+    """
+    runs = load_runs() if runs is None else runs
+    primary = PRIMARY_METRIC[study]
+    if primary not in runs:
+        runs = runs.assign(**{primary: np.nan})
+    keep = (runs["study"].eq(study) & runs["status"].eq("FINISHED") & runs[primary].notna()
+            & runs["run_kind"].isin(TRAINED_KINDS + ("",)))
+    table = runs[keep].copy()
+    for col in STUDY_METRICS[study] + EFFICIENCY:
+        if col not in table:
+            table[col] = np.nan
+    dropped = [c for c in table.columns if c not in SETTING_COLUMNS and table[c].isna().all()
+               and c not in STUDY_METRICS[study] + EFFICIENCY]
+    return table.drop(columns=dropped).reset_index(drop=True)
+
+
+def with_urls(table: pd.DataFrame, ui_url: str) -> pd.DataFrame:
+    """Adds a `url` column: each run's page in the MLflow UI."""
+    out = table.copy()
+    out["url"] = [run_url(ui_url, e, r) for e, r in zip(out["experiment_id"], out["run_id"])]
+    return out
+
+
+# --- Pareto fronts ------------------------------------------------------------------------------
+def pareto_mask(cost: Iterable[float], score: Iterable[float]) -> np.ndarray:
+    """True where a point is on the Pareto front: lowest cost, highest score.
+
+    A point is dominated when another costs no more and scores no less, and is strictly
+    better in one of the two. Points with a missing or infinite value are never on the front;
+    exact duplicates of a front point are on it too.
+    """
+    c = np.asarray(list(cost), dtype=float)
+    s = np.asarray(list(score), dtype=float)
+    ok = np.isfinite(c) & np.isfinite(s)
+    mask = np.zeros(len(c), dtype=bool)
+    idx = np.flatnonzero(ok)
+    for i in idx:
+        others = idx[idx != i]
+        dominated = np.any((c[others] <= c[i]) & (s[others] >= s[i]) & ((c[others] < c[i]) | (s[others] > s[i])))
+        mask[i] = not dominated
+    return mask
+
+
+def pareto_front(table: pd.DataFrame, cost: str, score: str) -> pd.DataFrame:
+    """The rows of `table` on the front (minimise `cost`, maximise `score`), by rising cost."""
+    if table.empty or cost not in table or score not in table:
+        return table.iloc[0:0]
+    mask = pareto_mask(table[cost], table[score])
+    return table[mask].sort_values([cost, score], ascending=[True, False], kind="stable")
+
+
+# --- registry -----------------------------------------------------------------------------------
+REGISTRY_COLUMNS = ("model", "version", "run_id", "aliases", "status", "created", "tags")
+
+
+def registry_versions(mlc: MlflowClient | None = None) -> pd.DataFrame:
+    """Every version of every registered model: model, version, run_id, aliases (list), tags.
+
+    An unreachable or absent registry gives an empty table, not an error: the pages say
+    "no aliases yet" instead.
+    """
+    mlc = mlc or client()
+    rows = []
+    try:
+        models = list(_all_registered_models(mlc))
+        for rm in models:
+            aliases_of: dict[str, list[str]] = {}
+            for alias, version in (getattr(rm, "aliases", None) or {}).items():
+                aliases_of.setdefault(str(version), []).append(alias)
+            for mv in _all_versions(mlc, rm.name):
+                rows.append({
+                    "model": rm.name,
+                    "version": str(mv.version),
+                    "run_id": mv.run_id or "",
+                    "aliases": sorted(aliases_of.get(str(mv.version), [])),
+                    "status": str(mv.status or ""),
+                    "created": pd.to_datetime(mv.creation_timestamp, unit="ms", utc=True)
+                    if mv.creation_timestamp else pd.NaT,
+                    "tags": dict(mv.tags or {}),
+                })
+    except Exception as exc:  # noqa: BLE001  (a store without a registry)
+        import sys
+
+        print(f"dashboards: registry not readable ({type(exc).__name__}: {exc})", file=sys.stderr)
+        rows = []
+    return pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))
+
+
+def _all_registered_models(mlc: MlflowClient):
+    token = None
+    while True:
+        page = mlc.search_registered_models(max_results=200, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _all_versions(mlc: MlflowClient, name: str):
+    token = None
+    safe = name.replace("'", "\\'")
+    while True:
+        page = mlc.search_model_versions(f"name = '{safe}'", max_results=200, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _registry_by_run(registry: pd.DataFrame) -> dict[str, list[tuple[str, str, list[str]]]]:
+    out: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for row in registry.itertuples(index=False):
+        if row.run_id:
+            out.setdefault(row.run_id, []).append((row.model, row.version, list(row.aliases)))
+    return out
+
+
+def alias_table(registry: pd.DataFrame, study: str | None = None) -> pd.DataFrame:
+    """One row per (model, alias): which version holds it, its run, and its gate results.
+
+    `gates` are the version's tags that speak about this alias (`promotion.<alias>.*`) and
+    any tag naming a gate; `other_tags` the rest. Read generically: whatever promote wrote.
+    """
+    rows = []
+    for row in registry.itertuples(index=False):
+        if study and not _model_of_study(row.model, study):
+            continue
+        for alias in row.aliases:
+            prefix = f"promotion.{alias}."
+            gates = {k[len(prefix):]: v for k, v in row.tags.items() if k.startswith(prefix)}
+            gates |= {k: v for k, v in row.tags.items()
+                      if "gate" in k.lower() and not k.startswith("promotion.")}
+            other = {k: v for k, v in row.tags.items()
+                     if not k.startswith("promotion.") and "gate" not in k.lower()}
+            rows.append({"model": row.model, "alias": alias, "version": row.version,
+                         "run_id": row.run_id, "created": row.created,
+                         "gates": gates, "other_tags": other})
+    return pd.DataFrame(rows, columns=["model", "alias", "version", "run_id", "created", "gates", "other_tags"])
+
+
+def _model_of_study(model: str, study: str) -> bool:
+    if study == "pathology":
+        return model == tracking.registered_model_name("pathology", "")
+    prefix = tracking.registered_model_name(study, "")  # "mammography-"
+    return model.startswith(prefix)
+
+
+# --- the papers' numbers --------------------------------------------------------------------------
+def paper_points(study: str) -> pd.DataFrame:
+    """The paper's published results as a table with our column names.
+
+    Pathology: Table V (arch, filters, depth, params_count, test_jaccard, cpu_total_s,
+    model_size_mb). Mammography: the scenarios (task, split, test_accuracy, ...).
+    """
+    if study == "pathology":
+        from projects.pathology.paper import TABLE_V
+
+        return pd.DataFrame([{
+            "arch": c.arch, "filters": c.filters, "depth": c.depth, tracking.M_PARAMS: float(c.params),
+            PRIMARY_METRIC["pathology"]: c.jaccard, tracking.M_CPU_TOTAL: c.cpu_s,
+            tracking.M_SIZE_MB: c.size_mb} for c in TABLE_V])
+    from projects.mammography.paper import SCENARIOS
+
+    return pd.DataFrame([{
+        "task": s.task, "split": s.split, "test_fraction": split_test_fraction(s.split),
+        tracking.test_metric("accuracy"): s.accuracy, tracking.test_metric("precision_macro"): s.precision,
+        tracking.test_metric("recall_macro"): s.recall, tracking.test_metric("f1_macro"): s.f1}
+        for s in SCENARIOS])
+
+
+def summarise(values: pd.Series) -> tuple[float, float, int]:
+    """Mean, 95% CI half-width (NaN unless there are repeats) and count of finite values."""
+    vals = [float(v) for v in values if pd.notna(v) and math.isfinite(float(v))]
+    mean, ci = mean_ci95(vals)
+    return mean, (ci if len(vals) > 1 else float("nan")), len(vals)
+
+
+def paper_vs_ours(study: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Every paper row beside our finished runs of the same setting (mean, CI, runs).
+
+    Pathology: per (arch, filters, depth) cell of Table V, plus any cell we ran that the
+    paper has not. Mammography: per scenario (task, split) and our (arch, augment) variants.
+    Search trials are left out: the paper's comparisons are the grids' settings.
+    """
+    paper = paper_points(study)
+    ours = table[table["run_kind"].ne("trial")] if len(table) else table
+    rows = []
+    if study == "pathology":
+        keys = ["arch", "filters", "depth"]
+        cells = [tuple(r) for r in paper[keys].itertuples(index=False)]
+        if len(ours):
+            cells += [tuple(k) for k in ours[keys].dropna().drop_duplicates().itertuples(index=False)
+                      if tuple(k) not in cells]
+        for arch, n, d in cells:
+            ref = paper[(paper["arch"] == arch) & (paper["filters"] == n) & (paper["depth"] == d)]
+            mine = ours[(ours["arch"] == arch) & (ours["filters"] == n) & (ours["depth"] == d)] if len(ours) else ours
+            row = {"arch": arch, "filters": int(n), "depth": int(d), "runs": len(mine)}
+            for col, short in ((PRIMARY_METRIC["pathology"], "jaccard"), (tracking.M_PARAMS, "params"),
+                               (tracking.M_SIZE_MB, "size_mb"), (tracking.M_CPU_TOTAL, "cpu_s")):
+                row[f"paper_{short}"] = float(ref[col].iloc[0]) if len(ref) else float("nan")
+                mean, ci, _ = summarise(mine[col]) if len(mine) and col in mine else (float("nan"),) * 3
+                row[f"ours_{short}"] = mean
+                if short == "jaccard":
+                    row["ours_jaccard_ci95"] = ci
+            if len(mine) and tracking.M_PARAMS_KERAS in mine:
+                row["ours_params_keras"] = summarise(mine[tracking.M_PARAMS_KERAS])[0]
+            row["jaccard_diff"] = row["ours_jaccard"] - row["paper_jaccard"]
+            rows.append(row)
+        return pd.DataFrame(rows)
+    acc, f1 = tracking.test_metric("accuracy"), tracking.test_metric("f1_macro")
+    base = tracking.baseline_metric("majority_accuracy")
+    for ref in paper.itertuples(index=False):
+        mine = ours[(ours["task"] == ref.task) & (ours["split"] == ref.split)] if len(ours) else ours
+        groups = list(mine.groupby(["arch", "augment"], sort=True)) if len(mine) else [((None, None), mine)]
+        for (arch, augment), group in groups:
+            row = {"task": ref.task, "split": ref.split, "arch": arch or "", "augment": augment or "",
+                   "runs": len(group), "paper_accuracy": getattr(ref, acc), "paper_f1_macro": getattr(ref, f1)}
+            for col, short in ((acc, "accuracy"), (f1, "f1_macro")):
+                mean, ci, _ = summarise(group[col]) if len(group) and col in group else (float("nan"),) * 3
+                row[f"ours_{short}"], row[f"ours_{short}_ci95"] = mean, ci
+            row["baseline_majority_accuracy"] = (summarise(group[base])[0] if len(group) and base in group
+                                                 else float("nan"))
+            row["accuracy_diff"] = row["ours_accuracy"] - row["paper_accuracy"]
+            rows.append(row)
+    # Our scenarios the paper does not report (other tasks or splits).
+    if len(ours):
+        known = {(r.task, r.split) for r in paper.itertuples(index=False)}
+        for (task, split, arch, augment), group in ours.groupby(["task", "split", "arch", "augment"], sort=True):
+            if (task, split) in known:
+                continue
+            row = {"task": task, "split": split, "arch": arch, "augment": augment, "runs": len(group),
+                   "paper_accuracy": float("nan"), "paper_f1_macro": float("nan")}
+            for col, short in ((acc, "accuracy"), (f1, "f1_macro")):
+                row[f"ours_{short}"], row[f"ours_{short}_ci95"], _ = (
+                    summarise(group[col]) if col in group else (float("nan"),) * 3)
+            row["baseline_majority_accuracy"] = summarise(group[base])[0] if base in group else float("nan")
+            row["accuracy_diff"] = float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- artifacts ------------------------------------------------------------------------------------
+def artifact_bytes(run_id: str, path: str) -> bytes | None:
+    """One artifact file of a run, or None when the run has none by that name."""
+    import mlflow
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+            file = Path(local)
+            return file.read_bytes() if file.is_file() else None
+    except Exception:  # noqa: BLE001  (missing artifact, unreachable artifact store)
+        return None
+
+
+def grid_comparison(runs: pd.DataFrame, study: str) -> tuple[pd.DataFrame | None, pd.Series | None]:
+    """The latest finished grid parent's own `grid/paper_vs_ours.csv`, and that parent's row."""
+    import io
+
+    parents = runs[runs["study"].eq(study) & runs["run_kind"].eq("grid_parent")
+                   & runs["status"].eq("FINISHED")]
+    for _, parent in parents.sort_values("start_time", ascending=False).iterrows():
+        data = artifact_bytes(parent["run_id"], "grid/paper_vs_ours.csv")
+        if data:
+            try:
+                return pd.read_csv(io.BytesIO(data)), parent
+            except (ValueError, pd.errors.ParserError):
+                continue
+    return None, None
+
+
+# --- searches -------------------------------------------------------------------------------------
+@dataclass
+class Search:
+    """One search (parent run) with its trials and the cost its frontier is drawn against."""
+
+    parent: pd.Series
+    trials: pd.DataFrame
+    study: str
+    metric: str
+    cost: str
+
+
+def searches(runs: pd.DataFrame, objectives: dict[str, str] | None = None) -> list[Search]:
+    """Every search parent with its trials (children with run_kind=trial), newest first.
+
+    `objectives`: parent run id -> its `objectives` param ("accuracy,model_size_mb"); the
+    efficiency objective named there is the cost its frontier is drawn against.
+    """
+    out = []
+    parents = runs[runs["run_kind"].eq("search_parent")]
+    for _, parent in parents.sort_values("start_time", ascending=False).iterrows():
+        trials = runs[runs["parent_run_id"].eq(parent["run_id"]) & runs["run_kind"].eq("trial")].copy()
+        study = parent["study"] or (trials["study"].iloc[0] if len(trials) else "")
+        if study not in PRIMARY_METRIC:
+            continue
+        if trials["trial_number"].isna().all():
+            trials["trial_number"] = pd.array(range(len(trials)), dtype="Int64")
+        trials = trials.sort_values(["trial_number", "start_time"], kind="stable").reset_index(drop=True)
+        cost = search_cost((objectives or {}).get(parent["run_id"], ""))
+        out.append(Search(parent, trials, study, PRIMARY_METRIC[study], cost))
+    return out
+
+
+def search_cost(objectives: str) -> str:
+    """The efficiency objective a search optimised (named in its `objectives`, e.g.
+    "val_jaccard,model_size_mb"), else parameters."""
+    named = [x.strip() for x in str(objectives).split(",")]
+    for name in named:
+        if name in (tracking.M_PARAMS_KERAS,) + tracking.EFFICIENCY_METRICS:
+            return name
+    return tracking.M_PARAMS
+
+
+# --- everything the pages need ----------------------------------------------------------------------
+@dataclass
+class DashboardData:
+    tracking_uri: str
+    ui_url: str
+    runs: pd.DataFrame
+    registry: pd.DataFrame
+    studies: dict[str, pd.DataFrame] = field(default_factory=dict)
+    searches: list[Search] = field(default_factory=list)
+
+
+def collect(ui_url: str = "http://127.0.0.1:5000") -> DashboardData:
+    """Read the store once: all runs, the registry, a tidy table per study, the searches."""
+    uri = tracking.setup_tracking()
+    mlc = MlflowClient()
+    registry = registry_versions(mlc)
+    runs = load_runs(mlc, registry)
+    studies = {s: with_urls(study_table(s, runs), ui_url) for s in tracking.STUDIES}
+    found = searches(runs, _search_objectives(mlc, runs))
+    for s in found:
+        s.trials = with_urls(s.trials, ui_url)
+    return DashboardData(redact_uri(uri), ui_url, runs, registry, studies, found)
+
+
+def _search_objectives(mlc: MlflowClient, runs: pd.DataFrame) -> dict[str, str]:
+    """Search parents' `objectives` param (params are not in the tidy table)."""
+    out = {}
+    for run_id in runs.loc[runs["run_kind"].eq("search_parent"), "run_id"]:
+        try:
+            params = mlc.get_run(run_id).data.params
+        except Exception:  # noqa: BLE001
+            continue
+        out[run_id] = str(params.get("objectives") or params.get("search.objectives") or "")
+    return out

@@ -1,0 +1,142 @@
+"""The dashboard pages in a real browser: headless Chromium (Debian's package) opens each
+page from disk and must render every chart without reaching the network.
+
+Needs the `playwright` Python package (its own browsers are never downloaded: it drives
+the system chromium through `executable_path`) and a chromium binary
+(`scripts/install.sh --browser`). Skips cleanly without either, or fails when
+MEDIMG_REQUIRE_BROWSER=1 (CI). Screenshots go to the
+test's tmp folder, or to $MEDIMG_SCREENSHOT_DIR when set (to keep them, e.g. in CI).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dashboards import build as dash_build
+from dashboards import pages
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+CHARTS_READY = """() => {
+  const graphs = [...document.querySelectorAll('.plotly-graph-div')];
+  return graphs.every(gd => gd.classList.contains('js-plotly-plot') && gd.data && gd.data.length > 0
+                            && gd.querySelector('svg.main-svg'));
+}"""
+CHART_FACTS = """() => {
+  const graphs = [...document.querySelectorAll('.plotly-graph-div')];
+  return {
+    containers: graphs.length,
+    plotted: document.querySelectorAll('.js-plotly-plot').length,
+    withData: graphs.filter(gd => gd.data && gd.data.length > 0).length,
+    withPoints: graphs.filter(gd => gd.querySelectorAll('.scatterlayer .point, .scatterlayer .js-line').length > 0).length,
+    traceNames: graphs.flatMap(gd => (gd.data || []).map(t => t.name || '')),
+    brokenImages: [...document.images].filter(img => !img.complete || img.naturalWidth === 0).length,
+    images: document.images.length,
+  };
+}"""
+
+
+def chromium_binary() -> str | None:
+    for candidate in (os.environ.get("MEDIMG_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if candidate and (path := shutil.which(candidate)):
+            return path
+    return None
+
+
+def missing(reason: str):
+    """Skip, unless MEDIMG_REQUIRE_BROWSER=1 (set it in CI so a skip cannot pass unseen)."""
+    if os.environ.get("MEDIMG_REQUIRE_BROWSER", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"browser test required but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = chromium_binary()
+    if binary is None:
+        missing("no chromium binary (install it with scripts/install.sh --browser)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("the playwright Python package is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=binary, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                          "--no-first-run", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _registry_follows_store(monkeypatch):
+    # See tests/test_dashboards.py: mlflow exports MLFLOW_REGISTRY_URI on first use.
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MEDIMG_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_page(browser, path: Path, shot: Path) -> dict:
+    """Load one page from disk; returns what the browser saw (requests, errors, charts)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, service_workers="block")
+    external: list[str] = []
+    errors: list[str] = []
+
+    def guard(route):
+        url = route.request.url
+        if url.startswith(LOCAL_SCHEMES):
+            route.continue_()
+        else:
+            external.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    page.on("request", lambda r: None if r.url.startswith(LOCAL_SCHEMES) else external.append(r.url))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    try:
+        page.goto(path.resolve().as_uri(), wait_until="load", timeout=60_000)
+        page.wait_for_function(CHARTS_READY, timeout=60_000)
+        facts = page.evaluate(CHART_FACTS)
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        context.close()
+    facts.update(external=sorted(set(external)), errors=errors, screenshot=shot)
+    return facts
+
+
+def test_pages_render_offline(browser, tmp_path):
+    from test_dashboards import UI, populate_store  # the known store (same tests folder)
+
+    populate_store()
+    out = tmp_path / "out"
+    dash_build.build(out, ui_url=UI)
+    shots = screenshot_dir(tmp_path)
+    for key, name in pages.PAGE_FILES.items():
+        facts = open_page(browser, out / name, shots / f"{key}.png")
+        assert facts["external"] == [], f"{name} reached the network: {facts['external']}"
+        assert facts["errors"] == [], f"{name}: {facts['errors']}"
+        assert facts["containers"] > 0, f"{name} has no chart"
+        assert facts["plotted"] == facts["containers"] == facts["withData"] == facts["withPoints"], (name, facts)
+        assert any("Pareto front" in t for t in facts["traceNames"]), (name, facts["traceNames"])
+        assert facts["brokenImages"] == 0, name
+        assert facts["screenshot"].stat().st_size > 10_000
+    assert "confusion" in (out / "mammography.html").read_text()
+
+
+def test_pages_without_data_render(browser, tmp_path):
+    dash_build.build(tmp_path, ui_url="http://127.0.0.1:5000")
+    shots = screenshot_dir(tmp_path)
+    for key, name in pages.PAGE_FILES.items():
+        facts = open_page(browser, tmp_path / name, shots / f"empty-{key}.png")
+        assert facts["external"] == [] and facts["errors"] == [], (name, facts)
+        assert facts["containers"] == 0
