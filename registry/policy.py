@@ -1,0 +1,486 @@
+"""Promotion policies: one readable YAML file per registered model, parsed strictly.
+
+A policy names the runs that may become versions (candidates), the gates every candidate
+must pass, and the aliases it maintains with the rule that picks each one. The format is
+documented in registry/README.md; `load_policy(path)` turns a file into frozen dataclasses
+and raises `InputError(<file>, <problem>)` for anything it does not understand, so a typo
+never silently changes what gets promoted.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from projects import tracking
+from projects.errors import InputError
+
+POLICY_DIR = Path(__file__).resolve().parent / "policies"
+CHAMPION = "champion"  # the alias the data-digest gate compares against
+
+_ALIAS_RE = re.compile(r"^[A-Za-z][\w\-]*$")  # MLflow: alphanumerics, _ and -; not v<digits>
+_METRIC_RE = re.compile(r"^[A-Za-z][\w.\-/]*$")
+# Metric names follow projects.tracking's conventions: held-out results, baselines,
+# per-epoch curves, and the efficiency numbers.
+_METRIC_PREFIXES = ("test_", "baseline_", "val_", "cpu_")
+_KNOWN_METRICS = frozenset(tracking.EFFICIENCY_METRICS + (
+    tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB, tracking.M_TRAIN_LOSS,
+    tracking.M_VAL_LOSS, "train_seconds", "best_epoch", "epochs_run"))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Which runs may be promoted (always also: FINISHED, study/task tags, registry_candidate)."""
+    experiments: tuple[str, ...]
+    filter: str = ""  # extra MLflow search filter, ANDed to the fixed part
+    max_age_days: float = 0.0  # 0: any age
+    since: dt.datetime | None = None  # only runs started at or after this (UTC)
+    max_results: int = 1000
+
+
+@dataclass(frozen=True)
+class BaselineGate:
+    """`metric` must be strictly above every entry of `above` (metric names or numbers)."""
+    metric: str
+    above: tuple[str | float, ...]
+
+    def describe(self) -> str:
+        return f"{self.metric} > " + " and ".join(str(a) for a in self.above)
+
+
+@dataclass(frozen=True)
+class ParetoSpec:
+    """A candidate is on the front when no other has accuracy >= and every cost <= (one strict)."""
+    accuracy: str
+    costs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gates:
+    required_metrics: tuple[str, ...]
+    beats_baseline: BaselineGate | None
+    pareto: ParetoSpec | None
+    smoke_predict: bool = True
+    probabilities: bool = True  # smoke outputs must lie in [0, 1]
+    allow_data_change: bool = False  # candidates may differ from the champion's dataset_digest
+
+
+@dataclass(frozen=True)
+class Within:
+    metric: str
+    of: str  # alias
+    tolerance: float
+    goal: str  # the direction `metric` is good in: max | min
+
+
+@dataclass(frozen=True)
+class AliasRule:
+    alias: str
+    goal: str  # max | min
+    metric: str
+    within: Within | None = None
+    floor: tuple[tuple[str, float], ...] = ()
+    ceiling: tuple[tuple[str, float], ...] = ()
+    newer_than: str | None = None
+    pareto: bool = False
+    when_none: str = "keep"  # keep | remove: what happens when no candidate fits the rule
+
+    def metrics(self) -> tuple[str, ...]:
+        names = [self.metric] + [m for m, _ in self.floor] + [m for m, _ in self.ceiling]
+        if self.within:
+            names.append(self.within.metric)
+        return tuple(dict.fromkeys(names))
+
+    def references(self) -> tuple[str, ...]:
+        refs = []
+        if self.within:
+            refs.append(self.within.of)
+        if self.newer_than:
+            refs.append(self.newer_than)
+        return tuple(refs)
+
+    def describe(self) -> str:
+        """The rule in words; recorded on the version that an alias moves to."""
+        parts = [f"{'highest' if self.goal == 'max' else 'lowest'} {self.metric}"]
+        if self.within:
+            sign = "-" if self.within.goal == "max" else "+"
+            op = ">=" if self.within.goal == "max" else "<="
+            parts.append(f"where {self.within.metric} {op} {self.within.of} {sign} {self.within.tolerance:g}")
+        for name, value in self.floor:
+            parts.append(f"where {name} >= {value:g}")
+        for name, value in self.ceiling:
+            parts.append(f"where {name} <= {value:g}")
+        if self.newer_than:
+            parts.append(f"started after {self.newer_than}")
+        if self.pareto:
+            parts.append("on the Pareto front")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: Path
+    model: str
+    study: str
+    task: str
+    description: str
+    candidates: Candidates
+    gates: Gates
+    aliases: tuple[AliasRule, ...]  # in dependency order (references come first)
+    on_gate_failure: str = "next"  # next | refuse
+    sha: str = ""  # first 12 hex of the file's sha256: which text decided a promotion
+
+    @property
+    def ref(self) -> str:
+        return f"{self.path.name}@{self.sha}"
+
+    def alias(self, name: str) -> AliasRule:
+        for rule in self.aliases:
+            if rule.alias == name:
+                return rule
+        raise InputError(self.path, f"no alias {name!r} in this policy (has {', '.join(self.alias_names())})")
+
+    def alias_names(self) -> list[str]:
+        return [rule.alias for rule in self.aliases]
+
+    def all_metrics(self) -> tuple[str, ...]:
+        names = list(self.gates.required_metrics)
+        if self.gates.beats_baseline:
+            names.append(self.gates.beats_baseline.metric)
+            names += [a for a in self.gates.beats_baseline.above if isinstance(a, str)]
+        if self.gates.pareto:
+            names += [self.gates.pareto.accuracy, *self.gates.pareto.costs]
+        for rule in self.aliases:
+            names += rule.metrics()
+        return tuple(dict.fromkeys(names))
+
+
+# --- parsing ------------------------------------------------------------------------------
+class _Reader:
+    """Typed access to one mapping of the file; every problem names the key path."""
+
+    def __init__(self, path: Path, data: Any, where: str):
+        self.path, self.where = path, where
+        if not isinstance(data, Mapping):
+            self.fail(f"expected a mapping, got {_kind(data)}")
+        self.data = dict(data)
+        self.seen: set[str] = set()
+
+    def fail(self, problem: str):
+        raise InputError(self.path, f"{self.where}: {problem}" if self.where else problem)
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, default: Any = ..., required: bool = False) -> Any:
+        self.seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            if required or default is ...:
+                raise InputError(self.path, f"{self.key(name)}: required")
+            return default
+        return self.data[name]
+
+    def string(self, name: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
+        value = self.get(name, default)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, str):
+            raise InputError(self.path, f"{self.key(name)}: expected text, got {_kind(value)}")
+        if choices and value not in choices:
+            raise InputError(self.path, f"{self.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def number(self, name: str, default: Any = ..., minimum: float | None = None) -> float:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(self.path, f"{self.key(name)}: expected a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise InputError(self.path, f"{self.key(name)}: must be at least {minimum:g}, got {value!r}")
+        return float(value)
+
+    def boolean(self, name: str, default: Any = ...) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise InputError(self.path, f"{self.key(name)}: expected true or false, got {value!r}")
+        return value
+
+    def string_list(self, name: str, default: Any = ...) -> tuple[str, ...]:
+        value = self.get(name, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise InputError(self.path, f"{self.key(name)}: expected a list of names, got {value!r}")
+        return tuple(value)
+
+    def sub(self, name: str, default: Any = ...) -> _Reader | None:
+        value = self.get(name, default)
+        if value is None:
+            return None
+        return _Reader(self.path, value, self.key(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen, key=str)
+        if unknown:
+            allowed = ", ".join(sorted(self.seen))
+            self.fail(f"unknown key {unknown[0]!r} (allowed here: {allowed})")
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _metric(reader: _Reader, name: str, value: Any) -> str:
+    where = reader.key(name)
+    if not isinstance(value, str) or not _METRIC_RE.match(value):
+        raise InputError(reader.path, f"{where}: expected a metric name, got {value!r}")
+    if not (value.startswith(_METRIC_PREFIXES) or value in _KNOWN_METRICS):
+        raise InputError(reader.path, f"{where}: unknown metric {value!r} (metrics are test_*, baseline_*, "
+                                      f"val_*, cpu_* or one of {', '.join(sorted(_KNOWN_METRICS))})")
+    return value
+
+
+def _metrics(reader: _Reader, name: str, default: Any = ...) -> tuple[str, ...]:
+    values = reader.string_list(name, default)
+    return tuple(_metric(reader, name, v) for v in values)
+
+
+def _pick(reader: _Reader) -> tuple[str, str]:
+    text = reader.string("pick")
+    parts = text.split()
+    if len(parts) != 2 or parts[0] not in ("max", "min"):
+        reader.fail(f"pick: expected 'max <metric>' or 'min <metric>', got {text!r}")
+    return parts[0], _metric(reader, "pick", parts[1])
+
+
+def _bounds(reader: _Reader, name: str) -> tuple[tuple[str, float], ...]:
+    sub = reader.sub(name, None)
+    if sub is None:
+        return ()
+    out = []
+    for key in list(sub.data):
+        out.append((_metric(sub, str(key), key), sub.number(str(key))))
+    sub.done()
+    return tuple(out)
+
+
+def _parse_alias(path: Path, alias: Any, data: Any, goals: dict[str, str]) -> AliasRule:
+    if not isinstance(alias, str) or not _ALIAS_RE.match(alias) or re.match(r"^[vV]\d+$", alias) \
+            or alias.lower() == "latest":
+        raise InputError(path, f"aliases: invalid alias name {alias!r} (letters, digits, _ and -; "
+                               "not 'latest' or v<number>)")
+    r = _Reader(path, data, f"aliases.{alias}")
+    goal, metric = _pick(r)
+    within = None
+    w = r.sub("within", None)
+    if w is not None:
+        w_metric = _metric(w, "metric", w.string("metric"))
+        of = w.string("of")
+        tolerance = w.number("tolerance", minimum=0.0)
+        w.done()
+        within = Within(w_metric, of, tolerance, goals.get(w_metric, "max"))
+    newer_than = r.string("newer_than", None)
+    pareto = r.boolean("pareto", False)
+    when_none = r.string("when_none", "keep", choices=("keep", "remove"))
+    rule = AliasRule(alias, goal, metric, within, _bounds(r, "floor"), _bounds(r, "ceiling"),
+                     newer_than, pareto, when_none)
+    r.done()
+    return rule
+
+
+def _order_aliases(path: Path, rules: list[AliasRule]) -> tuple[AliasRule, ...]:
+    """Aliases that others refer to (within.of, newer_than) are decided first."""
+    by_name = {rule.alias: rule for rule in rules}
+    for rule in rules:
+        for ref in rule.references():
+            if ref not in by_name:
+                raise InputError(path, f"aliases.{rule.alias}: refers to alias {ref!r}, which this policy "
+                                       f"does not define (defines {', '.join(by_name)})")
+            if ref == rule.alias:
+                raise InputError(path, f"aliases.{rule.alias}: refers to itself")
+    ordered: list[AliasRule] = []
+    visiting: set[str] = set()
+
+    def visit(rule: AliasRule) -> None:
+        if rule in ordered:
+            return
+        if rule.alias in visiting:
+            raise InputError(path, f"aliases.{rule.alias}: circular reference between aliases")
+        visiting.add(rule.alias)
+        for ref in rule.references():
+            visit(by_name[ref])
+        visiting.discard(rule.alias)
+        ordered.append(rule)
+
+    for rule in sorted(rules, key=lambda r: r.alias != CHAMPION):  # the data gate needs the champion
+        visit(rule)
+    return tuple(ordered)
+
+
+def parse_policy(path: Path, text: str) -> Policy:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    r = _Reader(path, data, "")
+    model = r.string("model")
+    study = r.string("study", choices=tracking.STUDIES)
+    task = r.string("task")
+    expected = tracking.registered_model_name(study, task)
+    if model != expected:
+        r.fail(f"model: study {study!r} task {task!r} registers as {expected!r}, not {model!r}")
+    if path.suffix in (".yaml", ".yml") and path.stem != model:
+        r.fail(f"the file must be named {model}.yaml (one policy per registered model)")
+    description = r.string("description", "")
+
+    c = r.sub("candidates", {})
+    experiments = c.string_list("experiments", (tracking.EXPERIMENTS[study], tracking.EXPERIMENTS["search"]))
+    extra = c.string("filter", "").strip()
+    max_age = c.number("max_age_days", 0.0, minimum=0.0)
+    since_raw = c.get("since", None)
+    since = None
+    if since_raw is not None:
+        if isinstance(since_raw, dt.datetime):
+            since = since_raw
+        elif isinstance(since_raw, dt.date):
+            since = dt.datetime(since_raw.year, since_raw.month, since_raw.day)
+        elif isinstance(since_raw, str):
+            try:
+                since = dt.datetime.fromisoformat(since_raw)
+            except ValueError:
+                c.fail(f"since: expected a date like 2025-01-31, got {since_raw!r}")
+        else:
+            c.fail(f"since: expected a date like 2025-01-31, got {since_raw!r}")
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+    max_results = int(c.number("max_results", 1000, minimum=1))
+    c.done()
+    if extra:
+        _check_filter(path, extra)
+    candidates = Candidates(experiments, extra, max_age, since, max_results)
+
+    g = r.sub("gates", {})
+    required = _metrics(g, "required_metrics", ())
+    baseline = None
+    b = g.sub("beats_baseline", None)
+    if b is not None:
+        b_metric = _metric(b, "metric", b.string("metric"))
+        above_raw = b.get("above")
+        above_raw = above_raw if isinstance(above_raw, list) else [above_raw]
+        above: list[str | float] = []
+        for item in above_raw:
+            if isinstance(item, str):
+                above.append(_metric(b, "above", item))
+            elif isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
+                above.append(float(item))
+            else:
+                b.fail(f"above: expected metric names or numbers, got {item!r}")
+        if not above:
+            b.fail("above: name at least one baseline metric or number")
+        b.done()
+        baseline = BaselineGate(b_metric, tuple(above))
+    pareto = None
+    p = g.sub("pareto", None)
+    if p is not None:
+        pareto = ParetoSpec(_metric(p, "accuracy", p.string("accuracy")), _metrics(p, "costs"))
+        if not pareto.costs:
+            p.fail("costs: name at least one cost metric (model_size_mb, cpu_latency_ms_p50, ...)")
+        p.done()
+    smoke = g.get("smoke_predict", True)
+    probabilities = True
+    if isinstance(smoke, Mapping):
+        s = g.sub("smoke_predict")
+        probabilities = s.boolean("probabilities", True)
+        s.done()
+        smoke = True
+    elif not isinstance(smoke, bool):
+        g.fail(f"smoke_predict: expected true, false or {{probabilities: true|false}}, got {smoke!r}")
+    data_change = g.string("data_change", "refuse", choices=("refuse", "allow"))
+    g.done()
+    gates = Gates(required, baseline, pareto, bool(smoke), probabilities, data_change == "allow")
+
+    raw_aliases = r.get("aliases", required=True)
+    if not isinstance(raw_aliases, Mapping) or not raw_aliases:
+        r.fail("aliases: expected a mapping of alias name -> rule, with at least one alias")
+    goals = {}
+    for data in raw_aliases.values():  # the direction each metric is good in, from the picks
+        if isinstance(data, Mapping) and isinstance(data.get("pick"), str) and len(data["pick"].split()) == 2:
+            goal, name = data["pick"].split()
+            goals.setdefault(name, goal)
+    if pareto:
+        goals.setdefault(pareto.accuracy, "max")
+    rules = [_parse_alias(path, alias, data, goals) for alias, data in raw_aliases.items()]
+    for rule in rules:
+        if rule.pareto and pareto is None:
+            r.fail(f"aliases.{rule.alias}: pareto: true needs gates.pareto (accuracy and costs)")
+    if CHAMPION not in {rule.alias for rule in rules} and not gates.allow_data_change:
+        r.fail(f"gates.data_change: refuse compares with the {CHAMPION!r} alias, which this policy "
+               "does not define (define it or set data_change: allow)")
+    on_failure = r.string("on_gate_failure", "next", choices=("next", "refuse"))
+    r.done()
+    sha = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return Policy(path, model, study, task, description, candidates, gates, _order_aliases(path, rules),
+                  on_failure, sha)
+
+
+def _check_filter(path: Path, text: str) -> None:
+    """Parse the extra filter the way MLflow will, so a bad one fails at load time."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        clauses = SearchUtils.parse_search_filter(text)
+    except MlflowException as exc:
+        raise InputError(path, f"candidates.filter: {exc.message}") from None
+    allowed = {"metric": SearchUtils.VALID_METRIC_COMPARATORS, "parameter": SearchUtils.VALID_PARAM_COMPARATORS,
+               "tag": SearchUtils.VALID_TAG_COMPARATORS}
+    for clause in clauses:
+        valid = allowed.get(clause.get("type"))
+        if valid is not None and str(clause.get("comparator", "")).upper() not in valid:
+            raise InputError(path, f"candidates.filter: comparator {clause.get('comparator')!r} is not valid for "
+                                   f"{clause['type']} {clause.get('key')!r} (use one of {', '.join(sorted(valid))})")
+    if text.split()[-1].lower() in ("and", "or"):
+        raise InputError(path, f"candidates.filter: ends with {text.split()[-1]!r}")
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(path, f"cannot read the policy: {exc.strerror or exc}") from None
+    return parse_policy(path, text)
+
+
+def policy_files(directory: Path = POLICY_DIR) -> list[Path]:
+    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def load_policies(directory: Path = POLICY_DIR) -> dict[str, Policy]:
+    policies: dict[str, Policy] = {}
+    for path in policy_files(directory):
+        policy = load_policy(path)
+        if policy.model in policies:
+            raise InputError(path, f"a second policy for {policy.model} "
+                                   f"(first: {policies[policy.model].path.name})")
+        policies[policy.model] = policy
+    return policies
+
+
+def find_policy(model: str, directory: Path = POLICY_DIR) -> Policy:
+    policies = load_policies(directory)
+    if model not in policies:
+        known = ", ".join(sorted(policies)) or "none"
+        raise InputError("--model", f"no policy for {model!r} in {directory} (policies: {known})")
+    return policies[model]
+
+
+__all__ = ["AliasRule", "BaselineGate", "CHAMPION", "Candidates", "Gates", "POLICY_DIR", "ParetoSpec",
+           "Policy", "Within", "find_policy", "load_policies", "load_policy", "parse_policy",
+           "policy_files"]
