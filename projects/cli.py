@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -47,8 +48,32 @@ def positive_int(text: str) -> int:
     return value
 
 
+# Where a write fails for a reason the user fixes (disk full, permissions, read-only mount):
+# a clear line and exit code 1 instead of a traceback. Any other OSError is a bug.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device (disk full?)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system or the process's file-size limit (disk full?)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a component of the path is not a folder",
+}
+
+
+def environment_error_line(exc: OSError) -> str:
+    """`error: <file>: <what> (<strerror>); <what to do>` for the errnos above."""
+    where = exc.filename or "a file of the run"
+    what = ENVIRONMENT_ERRNOS[exc.errno]
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    todo = "free space there" if full else "check that location's permissions"
+    return (f"error: {where}: {what} ({exc.strerror or exc}); {todo}, or point MEDIMG_STORE, "
+            "MEDIMG_CACHE or the experiment's artifact location elsewhere")
+
+
 def entry_point(func: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
-    """Bad input -> one line on stderr and exit code 2; the run was already marked FAILED."""
+    """Bad input -> one line on stderr and exit code 2; an unwritable or full store -> one line
+    and exit code 1. Either way the run was already marked FAILED."""
 
     @functools.wraps(func)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -57,5 +82,10 @@ def entry_point(func: Callable[[list[str] | None], int | None]) -> Callable[[lis
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:
+            if exc.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            print(environment_error_line(exc), file=sys.stderr)
+            return 1
 
     return wrapper

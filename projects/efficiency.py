@@ -35,18 +35,42 @@ def count_params_keras(model: nn.Module) -> int:
     return total
 
 
+def _save(obj, path: Path) -> int:
+    """torch.save through Python's file I/O, written whole or not at all.
+
+    torch.save straight to a path reports a full disk as a RuntimeError ("[enforce fail at
+    inline_container.cc] unexpected pos ...") and leaves a truncated file; serialising to
+    memory first turns it into an OSError naming the file (ENOSPC, EFBIG, EACCES...), which
+    the entry points report in one line, and the rename never exposes a partial file.
+    """
+    import io
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or Path(exc.filename) == tmp:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+    return len(buffer.getbuffer())
+
+
 def save_weights(model: nn.Module, path: Path) -> int:
     """Write the state_dict (tensors only: loads with weights_only=True); returns bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path.stat().st_size
+    return _save(model.state_dict(), path)
 
 
 def save_weights_with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> int:
     """Weights plus optimizer state: what a Keras HDF5 checkpoint holds (the paper's sizes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
-    return path.stat().st_size
+    return _save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:

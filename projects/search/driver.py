@@ -425,7 +425,7 @@ def open_storage(url: str, heartbeat_s: int, max_retry: int):
     try:
         return storages.RDBStorage(
             url, heartbeat_interval=max(1, int(heartbeat_s)), grace_period=max(2, 2 * int(heartbeat_s)),
-            heartbeat_stale_trial_callback=storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            heartbeat_stale_trial_callback=RetryDeadTrial(max_retry=max_retry),
             **kwargs)
     except Exception as exc:  # bad URL, unreachable server, missing driver
         raise InputError("--storage", f"cannot open Optuna storage {safe_url(url)}: {type(exc).__name__}: {exc}") from None
@@ -496,10 +496,10 @@ def build_context(settings: SearchSettings) -> SearchContext:
         raise InputError("--n-workers", f"must be at least 1, got {settings.n_workers}")
     base = settings.base if settings.base is not None else adapter.config_cls()
     base = dataclasses.replace(base, epochs=settings.epochs)
+    objectives = resolve_objectives(settings.objectives, adapter)
     space = spaces.apply_overrides(spaces.default_space(settings.study), settings.space, adapter.config_cls)
     space = spaces.fit_to_base(space, base)
     adapter.check_space(space, base)
-    objectives = resolve_objectives(settings.objectives, adapter)
     name = settings.name or f"{settings.study}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME_PATTERN.match(name):
         raise InputError("--name", f"{name!r}: use letters, digits, '.', '_' and '-' (128 at most)")
@@ -654,14 +654,14 @@ def recover(ctx: SearchContext) -> list[int]:
 
     Same host: the trial's pid is checked at once. Other hosts: the RDB heartbeat fails a
     trial that has been silent for the grace period (`fail_stale_trials`). Either way the
-    trial is re-queued (WAITING, same params) by RetryHeartbeatStaleTrialCallback.
+    trial is re-queued (WAITING, same params) by `RetryDeadTrial`.
     """
     import optuna
     from optuna.trial import TrialState
 
     study = ctx.study
     host = socket.gethostname()
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=ctx.settings.max_retry)
+    retry = RetryDeadTrial(max_retry=ctx.settings.max_retry)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = int(trial.user_attrs.get(ATTR_PID, 0) or 0)
@@ -680,6 +680,35 @@ def recover(ctx: SearchContext) -> list[int]:
         optuna.storages.fail_stale_trials(study)
     _close_dead_trial_runs(ctx)
     return failed
+
+
+class RetryDeadTrial:
+    """Optuna's RetryHeartbeatStaleTrialCallback, minus the dead process's identity.
+
+    The retry is a WAITING copy with the same params; Optuna's callback also copies the user
+    attrs, and a copied host/pid would make the retry look dead again in the moment between
+    a worker taking it and writing its own pid. So this one leaves out what belongs to the
+    dead attempt (host, pid, run id, compute). `failed_trial` / `retry_history` system attrs
+    are Optuna's, as in the original.
+    """
+
+    PER_ATTEMPT = (ATTR_HOST, ATTR_PID, ATTR_RUN_ID, ATTR_COMPUTE, ATTR_ERROR)
+
+    def __init__(self, max_retry: int | None = 2):
+        self.max_retry = max_retry
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        kept = {k: v for k, v in trial.system_attrs.items() if not k.startswith("completed_rung_")}  # SHA's
+        system_attrs = {"failed_trial": trial.number, "retry_history": [], **kept}
+        system_attrs["retry_history"] = list(system_attrs["retry_history"]) + [trial.number]
+        if self.max_retry is not None and self.max_retry < len(system_attrs["retry_history"]):
+            return
+        study.add_trial(optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs={k: v for k, v in trial.user_attrs.items() if k not in self.PER_ATTEMPT},
+            system_attrs=system_attrs))
 
 
 def _close_dead_trial_runs(ctx: SearchContext) -> list[str]:
@@ -838,7 +867,9 @@ def make_objective(ctx: SearchContext) -> Callable:
             if value is None or not math.isfinite(value):
                 return
             trial.report(float(value), epoch)
-            if trial.should_prune():
+            # After the last epoch nothing is left to save: the trial is evaluated and completes
+            # (test metrics, efficiency, model), rather than thrown away fully trained.
+            if epoch < config.epochs and trial.should_prune():
                 mlflow.set_tag("pruned_at_epoch", str(epoch))
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}: {ctx.objectives[0].metric}={value:.4f}")
 

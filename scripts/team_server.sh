@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Start / stop a team MLflow tracking server: PostgreSQL backend store, artifacts served by the
+# server from a folder, bound to 127.0.0.1 unless told otherwise. See docs/team.md.
+#
+#   scripts/team_server.sh start [--port 5000] [--workers 1] [--db URL] [--artifacts DIR]
+#                                [--host 127.0.0.1] [--home DIR] [--timeout 180]
+#   scripts/team_server.sh stop   [--port 5000] [--home DIR]
+#   scripts/team_server.sh status [--port 5000] [--home DIR]
+#   scripts/team_server.sh create-db [--db URL] [--optuna-db URL]
+#   scripts/team_server.sh uri    [--port 5000] [--host 127.0.0.1]
+#   scripts/team_server.sh command [options]      # print the mlflow server command, start nothing
+#
+# Defaults (each also read from the environment):
+#   --db         MEDIMG_TEAM_DB         postgresql://postgres@127.0.0.1:5432/medimg
+#   --optuna-db  MEDIMG_TEAM_OPTUNA_DB  the --db URL with database <name>_optuna
+#   --artifacts  MEDIMG_TEAM_ARTIFACTS  <home>/artifacts
+#   --home       MEDIMG_TEAM_HOME       ~/.medimg-team   (pid file and log per port)
+#   --port       MEDIMG_TEAM_PORT       5000
+#   --workers    MEDIMG_TEAM_WORKERS    1   (uvicorn workers; measured ~1.5 GB for 1, ~2.4 GB for 4)
+#   --host       MEDIMG_TEAM_HOST       127.0.0.1
+#   --jobs       MEDIMG_TEAM_JOBS=true  also start MLflow's GenAI job runner (7 more processes,
+#                                       ~0.8 GB; this platform uses none of its jobs)
+#
+# Passwords: do not put them in --db (URLs end up in process listings and logs); libpq reads
+# PGPASSWORD or ~/.pgpass. `start` prints the URI to export and the Optuna storage URL.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -x "$REPO/.venv/bin/mlflow" ]]; then
+  MLFLOW="$REPO/.venv/bin/mlflow"; PY="$REPO/.venv/bin/python"
+else
+  MLFLOW="$(command -v mlflow || true)"; PY="$(command -v python3 || command -v python)"
+fi
+
+cmd="${1:-}"
+[[ -n "$cmd" ]] && shift || true
+PORT="${MEDIMG_TEAM_PORT:-5000}"
+WORKERS="${MEDIMG_TEAM_WORKERS:-1}"
+HOST="${MEDIMG_TEAM_HOST:-127.0.0.1}"
+DB="${MEDIMG_TEAM_DB:-postgresql://postgres@127.0.0.1:5432/medimg}"
+OPTUNA_DB="${MEDIMG_TEAM_OPTUNA_DB:-}"
+HOME_DIR="${MEDIMG_TEAM_HOME:-${HOME:-/tmp}/.medimg-team}"
+ARTIFACTS="${MEDIMG_TEAM_ARTIFACTS:-}"
+TIMEOUT=180
+CREATE_DB=1
+JOBS="${MEDIMG_TEAM_JOBS:-false}"
+
+die() { echo "error: $*" >&2; exit 2; }
+need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --port) need "$@"; PORT="$2"; shift 2 ;;
+    --workers) need "$@"; WORKERS="$2"; shift 2 ;;
+    --host) need "$@"; HOST="$2"; shift 2 ;;
+    --db) need "$@"; DB="$2"; shift 2 ;;
+    --optuna-db) need "$@"; OPTUNA_DB="$2"; shift 2 ;;
+    --artifacts) need "$@"; ARTIFACTS="$2"; shift 2 ;;
+    --home) need "$@"; HOME_DIR="$2"; shift 2 ;;
+    --timeout) need "$@"; TIMEOUT="$2"; shift 2 ;;
+    --no-create-db) CREATE_DB=0; shift ;;
+    --jobs) JOBS=true; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+done
+[[ "$PORT" =~ ^[0-9]+$ && "$PORT" -ge 1 && "$PORT" -le 65535 ]] || die "--port: expected 1-65535, got '$PORT'"
+[[ "$WORKERS" =~ ^[0-9]+$ && "$WORKERS" -ge 1 ]] || die "--workers: expected a positive integer, got '$WORKERS'"
+[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout: expected seconds, got '$TIMEOUT'"
+ARTIFACTS="${ARTIFACTS:-$HOME_DIR/artifacts}"
+PIDFILE="$HOME_DIR/server-$PORT.pid"
+LOGFILE="$HOME_DIR/server-$PORT.log"
+
+# SQLAlchemy 2.1 maps postgresql:// to psycopg 3; the platform installs psycopg2.
+sqlalchemy_url() {
+  case "$1" in
+    postgresql://*) echo "postgresql+psycopg2://${1#postgresql://}" ;;
+    postgres://*) echo "postgresql+psycopg2://${1#postgres://}" ;;
+    *) echo "$1" ;;
+  esac
+}
+# user:password@ -> user:***@ for anything printed
+masked() { sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#' <<<"$1"; }
+default_optuna_db() {  # same server, database <name>_optuna (both tools keep an alembic_version table)
+  local base="${1%%\?*}" query=""
+  [[ "$1" == *\?* ]] && query="?${1#*\?}"
+  echo "${base}_optuna${query}"
+}
+is_loopback() { [[ "$1" == "127.0.0.1" || "$1" == "localhost" || "$1" == "::1" || "$1" =~ ^127\. ]]; }
+uri_host() {  # what other machines (or this one) put in MLFLOW_TRACKING_URI
+  case "$HOST" in 0.0.0.0|::) hostname -f 2>/dev/null || hostname ;; *) probe_host ;; esac
+}
+probe_host() {  # where this machine reaches the server
+  case "$HOST" in 0.0.0.0|localhost|127.*) echo 127.0.0.1 ;; ::|::1) echo "[::1]" ;; *:*) echo "[$HOST]" ;; *) echo "$HOST" ;; esac
+}
+alive() {  # the recorded server process exists and is not a zombie awaiting its reaper
+  [[ -f "$PIDFILE" ]] || return 1
+  local pid state
+  pid="$(cat "$PIDFILE")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null || true)"
+  [[ "$state" != "Z" ]]
+}
+
+create_db() {  # CREATE DATABASE when missing (needs a role allowed to create databases)
+  local url
+  for url in "$@"; do
+    case "$url" in postgresql*|postgres:*) ;; *) continue ;; esac
+    "$PY" - "$url" <<'EOF'
+import sys
+from urllib.parse import urlsplit, unquote
+import psycopg2
+from psycopg2 import sql
+
+url = urlsplit(sys.argv[1].replace("+psycopg2", ""))
+name = unquote(url.path.lstrip("/"))
+if not name:
+    sys.exit("error: %s: the URL names no database" % url.geturl().split("@")[-1])
+kw = dict(host=url.hostname or "127.0.0.1", port=url.port or 5432, dbname="postgres")
+if url.username:
+    kw["user"] = unquote(url.username)
+if url.password:
+    kw["password"] = unquote(url.password)
+try:
+    conn = psycopg2.connect(connect_timeout=10, **kw)
+except psycopg2.OperationalError as exc:
+    kw["dbname"] = "template1"
+    try:
+        conn = psycopg2.connect(connect_timeout=10, **kw)
+    except psycopg2.OperationalError:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"error: cannot reach PostgreSQL at {kw['host']}:{kw['port']}: {first}")
+conn.autocommit = True
+with conn.cursor() as cur:
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        print(f"created database {name}")
+conn.close()
+EOF
+  done
+}
+
+server_cmd() {
+  SERVER_CMD=("$MLFLOW" server --backend-store-uri "$(sqlalchemy_url "$DB")"
+              --artifacts-destination "$ARTIFACTS" --serve-artifacts
+              --host "$HOST" --port "$PORT" --workers "$WORKERS")
+}
+
+print_env() {
+  local optuna="${OPTUNA_DB:-$(default_optuna_db "$DB")}"
+  echo "export MLFLOW_TRACKING_URI=http://$(uri_host):$PORT"
+  case "$DB" in
+    postgresql*|postgres:*) echo "# Optuna storage for searches: --storage $(masked "$optuna")" ;;
+  esac
+}
+
+wait_ready() {
+  local url="http://$(probe_host):$PORT/health" deadline=$((SECONDS + TIMEOUT))
+  while (( SECONDS < deadline )); do
+    if ! alive; then
+      echo "error: the server exited during start-up; last lines of $LOGFILE:" >&2
+      tail -n 15 "$LOGFILE" >&2 || true
+      rm -f "$PIDFILE"
+      exit 1
+    fi
+    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  echo "error: no answer from $url after ${TIMEOUT}s (log: $LOGFILE)" >&2
+  exit 1
+}
+
+stop_server() {
+  if ! [[ -f "$PIDFILE" ]]; then echo "no server recorded for port $PORT ($PIDFILE)"; return 0; fi
+  local pid; pid="$(cat "$PIDFILE")"
+  if alive; then
+    # The server was started as the leader of its own process group: stop uvicorn and its
+    # workers together.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for i in $(seq 1 40); do alive || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "stopped server on port $PORT (pid $pid)"
+  else
+    echo "server on port $PORT (pid $pid) was not running; removed its pid file"
+  fi
+  rm -f "$PIDFILE"
+}
+
+start_server() {
+    [[ -n "$MLFLOW" ]] || die "mlflow not found (run make install)"
+    if ! is_loopback "$HOST"; then
+      echo "warning: binding to $HOST exposes the server beyond this machine; it has no" \
+           "authentication. Restrict clients with a firewall and --allowed-hosts (docs/team.md)." >&2
+    fi
+    if alive; then die "a server is already running on port $PORT (pid $(cat "$PIDFILE")); stop it first"; fi
+    mkdir -p "$HOME_DIR" "$ARTIFACTS"
+    [[ -w "$ARTIFACTS" ]] || die "--artifacts: $ARTIFACTS is not writable"
+    if [[ "$CREATE_DB" == 1 ]]; then create_db "$DB" "${OPTUNA_DB:-$(default_optuna_db "$DB")}"; fi
+    server_cmd
+    echo "starting: $(masked "${SERVER_CMD[*]}")" >"$LOGFILE"
+    export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="$JOBS"
+    # setsid: the server leads its own process group, so `stop` ends every worker with it.
+    # The pid written is the group leader's whether or not setsid had to fork.
+    rm -f "$PIDFILE"
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" "${SERVER_CMD[@]}" >>"$LOGFILE" 2>&1 </dev/null &
+    local i
+    for i in $(seq 1 50); do [[ -s "$PIDFILE" ]] && break; sleep 0.1; done
+    [[ -s "$PIDFILE" ]] || die "the server did not start (log: $LOGFILE)"
+    wait_ready
+    echo "MLflow tracking server on http://$(uri_host):$PORT (pid $(cat "$PIDFILE"), $WORKERS worker(s))"
+    echo "  backend store: $(masked "$DB")"
+    echo "  artifacts:     $ARTIFACTS"
+    echo "  log:           $LOGFILE"
+    print_env
+}
+
+case "$cmd" in
+  start) start_server ;;
+  stop) stop_server ;;
+  restart) stop_server; start_server ;;
+  status)
+    if alive; then
+      echo "running: port $PORT, pid $(cat "$PIDFILE")"
+      curl -fsS --max-time 2 "http://$(probe_host):$PORT/health" >/dev/null 2>&1 && echo "health: OK" || echo "health: no answer"
+    else
+      echo "not running (port $PORT)"; exit 3
+    fi
+    ;;
+  create-db) create_db "$DB" "${OPTUNA_DB:-$(default_optuna_db "$DB")}" ;;
+  uri) print_env ;;
+  command) server_cmd; echo "$(masked "${SERVER_CMD[*]}")" ;;
+  "") die "usage: $0 start|stop|restart|status|create-db|uri|command [options] (see --help)" ;;
+  *) die "unknown command '$cmd' (start|stop|restart|status|create-db|uri|command)" ;;
+esac

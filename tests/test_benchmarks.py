@@ -1,0 +1,183 @@
+"""Benchmarks: the correctness parts only (never speed).
+
+- ONNX export of the pathology models matches eager PyTorch within 1e-4, and a mismatch is
+  caught, through the same helper the platform's CPU timing uses (projects/onnx_runtime.py);
+- FLOP counting agrees with the hand formula 2 * Cin * Cout * k * k * Hout * Wout;
+- the runtime variants' building blocks (batch-norm folding, selection of the fastest
+  correct runtime, interleaved timing order) do what they claim;
+- (slow) `python -m benchmarks --quick true` runs end to end and logs to MLflow.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import interleaved, percentile
+from benchmarks.flops import conv2d_flops, count_flops
+from projects import onnx_runtime
+from projects.pathology.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _trained_like(model: nn.Module) -> nn.Module:
+    """Non-trivial batch-norm statistics, so folding and export are really exercised."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+# --- ONNX export matches eager -------------------------------------------------------------------------
+@pytest.mark.parametrize("arch,filters,depth", [("unet", 4, 3), ("elunet", 4, 3), ("elunet", 4, 4)])
+def test_onnx_export_matches_eager(tmp_path, arch, filters, depth):
+    model = _trained_like(build_model(arch, filters, depth))
+    images = torch.rand(3, 3, 64, 64)
+    path = onnx_runtime.export_onnx(model, images[:1], tmp_path / "m.onnx")
+    diff = onnx_runtime.check_onnx(path, model, images.numpy(), atol=1e-4)
+    assert diff <= 1e-4
+    # dynamic batch: a batch size other than the export's works and matches too
+    session = onnx_runtime.make_session(path)
+    out = onnx_runtime.predict(session, images.numpy(), batch_size=2)
+    with torch.no_grad():
+        ref = model(images).numpy()
+    assert out.shape == ref.shape == (3, 1, 64, 64)
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+def test_onnx_check_catches_a_mismatch(tmp_path):
+    model = _trained_like(build_model("elunet", 4, 3))
+    images = torch.rand(2, 3, 32, 32)
+    path = onnx_runtime.export_onnx(model, images[:1], tmp_path / "m.onnx")
+    other = _trained_like(build_model("elunet", 4, 3))  # different weights
+    with pytest.raises(onnx_runtime.OnnxMismatchError):
+        onnx_runtime.check_onnx(path, other, images.numpy(), atol=1e-4)
+
+
+def test_time_onnx_inference_platform_metrics(tmp_path):
+    """The call the studies make: keys, positive times, the eager check, the evaluate hook."""
+    build = lambda: build_model("elunet", 4, 3)  # noqa: E731
+    weights = tmp_path / "w.pt"
+    torch.save(_trained_like(build()).state_dict(), weights)
+    images = torch.rand(5, 3, 32, 32)
+    seen = {}
+
+    def evaluate(outputs):
+        seen["shape"] = outputs.shape
+        return {"test_fraction_positive": float((outputs > 0).mean())}
+
+    out = onnx_runtime.time_onnx_inference(build, weights, images, batch_size=2, evaluate=evaluate, strict=True)
+    assert {"cpu_load_s_onnx", "cpu_predict_s_onnx", "cpu_total_s_onnx", "cpu_latency_ms_p50_onnx",
+            "onnx_max_abs_diff", "test_fraction_positive_onnx"} <= set(out)
+    assert out["onnx_max_abs_diff"] <= 1e-4
+    assert out["cpu_total_s_onnx"] == pytest.approx(out["cpu_load_s_onnx"] + out["cpu_predict_s_onnx"])
+    assert seen["shape"] == (5, 1, 32, 32)  # every timed image was predicted
+
+
+def test_time_onnx_inference_int8_and_failure_is_not_fatal(tmp_path, capsys):
+    build = lambda: build_model("elunet", 4, 3)  # noqa: E731
+    weights = tmp_path / "w.pt"
+    torch.save(_trained_like(build()).state_dict(), weights)
+    images = torch.rand(4, 3, 32, 32)
+    out = onnx_runtime.time_onnx_inference(build, weights, images, batch_size=2, quantize="int8",
+                                           calibration=torch.rand(4, 3, 32, 32), strict=True)
+    assert "cpu_total_s_onnx_int8" in out and np.isfinite(out["onnx_int8_max_abs_diff"])
+    # the platform's non-strict mode: a broken model costs one warning line, not the run
+    assert onnx_runtime.time_onnx_inference(build, tmp_path / "missing.pt", images) == {}
+    assert "ONNX Runtime timing" in capsys.readouterr().err
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("c_in,c_out,k,stride,padding,size", [(3, 16, 3, 1, 1, 32), (8, 4, 3, 1, 0, 20),
+                                                              (16, 32, 1, 1, 0, 17), (4, 8, 5, 2, 2, 32)])
+def test_flop_count_of_a_conv_layer_matches_the_hand_formula(c_in, c_out, k, stride, padding, size):
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding)
+    h_out = (size + 2 * padding - k) // stride + 1
+    assert count_flops(conv, torch.rand(1, c_in, size, size)) == 2 * c_in * c_out * k * k * h_out * h_out
+    assert conv2d_flops(c_in, c_out, k, h_out, h_out) == 2 * c_in * c_out * k * k * h_out * h_out
+    assert count_flops(conv, torch.rand(3, c_in, size, size)) == 3 * conv2d_flops(c_in, c_out, k, h_out, h_out)
+
+
+def test_flop_count_of_a_model_is_the_sum_of_its_convs():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 1))
+    expected = conv2d_flops(3, 8, 3, 16, 16) + conv2d_flops(8, 4, 1, 8, 8)
+    assert count_flops(model, torch.rand(1, 3, 16, 16)) == expected
+
+
+# --- runtime building blocks --------------------------------------------------------------------------
+def test_fold_batchnorm_keeps_outputs():
+    from benchmarks.runtimes import fold_batchnorm
+
+    model = _trained_like(build_model("elunet", 4, 3))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        folded = build_model("elunet", 4, 3)
+        folded.load_state_dict(model.state_dict())
+        folded = fold_batchnorm(folded.eval())
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), ref, atol=1e-4, rtol=0)
+
+
+def test_fastest_runtime_only_picks_correct_variants():
+    from benchmarks.runtimes import fastest_runtime
+
+    results = {"variants": {
+        "eager": {"protocol_total_s": 10.0, "correct": True},
+        "fast_but_wrong": {"protocol_total_s": 1.0, "correct": False},
+        "failed": {"error": "boom"},
+        "ort": {"protocol_total_s": 4.0, "correct": True},
+        "bf16": {"protocol_total_s": 5.0, "correct": True},
+    }}
+    assert fastest_runtime(results) == ("ort", 2.5)
+
+
+def test_interleaved_runs_variants_in_rounds():
+    calls = []
+    samples = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert [len(v) for v in samples.values()] == [3, 3]
+    assert percentile([1, 2, 3, 4], 50) == 2 and percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 95) == 10
+
+
+# --- the CLI end to end ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_quick_benchmark_cli_end_to_end(_isolated_store):
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import running_runs
+
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "true"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    for title in ("Fastest correct runtime vs PyTorch eager", "matrix-multiply rate", "Tracking overhead",
+                  "Pathology preprocessing", "Share of training time waiting for data", "x protocol"):
+        assert title in out, title
+    assert "Search vs grid" in out or "Pruned Optuna search" in out
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("benchmarks")
+    runs = client.search_runs([exp.experiment_id], "tags.benchmark != ''")
+    sections = {r.data.tags["benchmark"] for r in runs}
+    assert {"all", "runtimes", "flops", "tracking_overhead", "data_pipeline", "search_vs_grid"} <= sections
+    parent = next(r for r in runs if r.data.tags["benchmark"] == "all")
+    assert parent.info.status == "FINISHED"
+    runtimes = next(r for r in runs if r.data.tags["benchmark"] == "runtimes")
+    assert any(k.endswith("speedup_protocol") for k in runtimes.data.metrics)
+    assert not running_runs()
