@@ -26,7 +26,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean-store:
 	rm -rf mlruns

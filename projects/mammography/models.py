@@ -47,8 +47,13 @@ def build_classifier(arch: str, num_classes: int, weights: str = "") -> Grayscal
         if not path.is_file():
             raise InputError(path, "weights file not found")
         # timm adapts the first conv to one channel and resets the classifier itself.
-        backbone = timm.create_model(arch, pretrained=True,
-                                     pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        try:
+            backbone = timm.create_model(arch, pretrained=True,
+                                         pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        except (RuntimeError, ValueError, KeyError, EOFError, OSError, AttributeError,
+                __import__("pickle").UnpicklingError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(path, f"not a {arch} weights file timm can load ({first})") from None
     else:
         backbone = timm.create_model(arch, pretrained=False, **kwargs)
     return GrayscaleClassifier(backbone)

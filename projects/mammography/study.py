@@ -95,6 +95,12 @@ def _check_config(config: MammographyConfig) -> None:
         parse_ratio(config.split)
     except InputError as exc:
         raise InputError("split", exc.problem) from None
+    import timm
+
+    if not timm.is_model(config.arch):
+        build_classifier(config.arch, 2)  # raises the InputError with similar names
+    if config.weights and not Path(config.weights).expanduser().is_file():
+        raise InputError(config.weights, "weights file not found")
 
 
 def prepare_data(config: MammographyConfig) -> PreparedData:

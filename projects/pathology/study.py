@@ -105,6 +105,8 @@ def check_config(config: PathologyConfig) -> None:
         raise InputError("threshold", f"must be in (0, 1), got {config.threshold}")
     if config.cpu_predict_n < 1:
         raise InputError("cpu_predict_n", f"must be at least 1, got {config.cpu_predict_n}")
+    with torch.device("meta"):  # shapes only: validates arch/filters/depth/upsample for free
+        build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
     multiple = min_input_multiple(config.arch, config.depth)
     if config.tile_size % multiple:
         raise InputError("tile_size", f"{config.tile_size} cannot be halved {config.depth - 1} times "
