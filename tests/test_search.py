@@ -7,7 +7,6 @@ SIGKILL mid-trial followed by a resume, and workers sharing a PostgreSQL study.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import socket

@@ -283,7 +283,6 @@ def build_pruner(spec: Any, epochs: int, n_trials: int, multi_objective: bool):
     """median | percentile:P | sha | hyperband | threshold:lower=X | none, with options
     startup=N (trials before pruning starts), warmup=N (epochs never pruned), min=N
     (min_resource), factor=N (reduction_factor). Returns (pruner, description)."""
-    import optuna
     from optuna import pruners
 
     if not isinstance(spec, str):
@@ -329,7 +328,6 @@ def build_pruner(spec: Any, epochs: int, n_trials: int, multi_objective: bool):
         if isinstance(exc, InputError):
             raise
         raise InputError("--pruner", f"{spec!r}: {exc}") from None
-    del optuna
     return pruner, _describe(pruner)
 
 
@@ -918,8 +916,6 @@ def make_objective(ctx: SearchContext) -> Callable:
 # --- a worker -----------------------------------------------------------------------------
 def work(ctx: SearchContext) -> dict[str, int]:
     """Run trials until the study reaches its target or a budget runs out."""
-    import optuna
-
     objective = make_objective(ctx)
     s = ctx.settings
     deadline = s.deadline if s.deadline else (time.time() + s.timeout if s.timeout else None)
@@ -972,7 +968,6 @@ def work(ctx: SearchContext) -> dict[str, int]:
             ctx.last_error = trial.user_attrs.get(ATTR_ERROR, "")
             if failures_in_row >= 3:
                 raise SearchError(f"{failures_in_row} trials in a row failed; last error: {ctx.last_error}")
-    del optuna
     return ran
 
 

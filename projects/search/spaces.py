@@ -24,7 +24,6 @@ already narrows `depth` to what the base tile size allows for U-Net / ELU-Net.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -372,10 +371,3 @@ def categorical_values(space: Space, names: Iterable[str], base: Any) -> list[di
 
 def config_for(base: Any, values: Mapping[str, Any]) -> Any:
     return dataclasses.replace(base, **dict(values))
-
-
-def is_finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
