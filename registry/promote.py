@@ -157,6 +157,27 @@ def _columns(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
+def _set_alias(client: MlflowClient, name: str, alias: str, version) -> None:
+    """Set an alias, retrying when a concurrent promotion wrote the same alias row first.
+
+    The SQL stores implement set-alias as delete-then-insert; two writers racing on one alias
+    can make the second insert hit the unique key. The retry re-runs it after the other
+    writer committed; verify-after-write then settles which version holds the alias.
+    """
+    import random
+    import time
+
+    for attempt in range(6):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
+                    and "duplicate key" not in str(exc) or attempt == 5:
+                raise
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+
+
 # --- reading the store -----------------------------------------------------------------------
 def find_candidates(client: MlflowClient, policy: Policy) -> list[G.Candidate]:
     """FINISHED runs of the policy's study/task that logged a full model, plus its filter."""
@@ -681,7 +702,7 @@ class _Promotion:
                  "policy": self.policy.ref, "rule": rule.describe(), "metric": rule.metric,
                  "value": _fmt_num(d.value), "compared": self.compared(rule, d), "gates": d.gates, "by": _by()}
         _write_version_audit(client, name, rule.alias, entry)
-        client.set_registered_model_alias(name, rule.alias, target.version)
+        _set_alias(client, name, rule.alias, target.version)
         _append_history(client, name, rule.alias, entry)
         if not reconcile(client, name, rule.alias):
             d.note = "the audit could not be verified after 10 attempts (heavy concurrent promotion?)"
@@ -790,7 +811,7 @@ def rollback(name: str, alias: str, dry_run: bool = False, *, client: MlflowClie
                 client.delete_registered_model_alias(name, alias)
             else:
                 _write_version_audit(client, name, alias, entry)
-                client.set_registered_model_alias(name, alias, target)
+                _set_alias(client, name, alias, target)
             _append_history(client, name, alias, entry)
             reconcile(client, name, alias)
             d.after = _alias_holder(client, name, alias)
