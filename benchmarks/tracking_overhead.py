@@ -14,11 +14,16 @@ Variants, interleaved round by round (A B C A B C ...), same data, same seed:
              model (MLflow otherwise reloads the just-saved pt2 model and predicts the input
              example with it: ~40% of log_model's time, measured by cProfile)
 
-overhead % = (median wall time with tracking - median without) / median without. The
-tracking run's own pieces are also timed one by one (start, tags+params, per-epoch metric
-calls, artifacts, model), so a fixed cost (the model) and a per-epoch cost can be told
-apart: a short loop pays the fixed cost over few seconds of training, a real training
-(the paper: 40 epochs of minutes) amortises it.
+Two estimates of the overhead, both reported:
+- attributed: the tracking run's pieces are timed call by call (start, tags+params, every
+  per-epoch metric call, artifacts, model, end); their sum over the median wall time of the
+  loop without tracking. Robust to a noisy machine; blind to background-thread CPU use.
+- wall: (median wall time with tracking - median without) / median without, variants
+  interleaved. Sees everything, but on a shared machine its noise can exceed the overhead:
+  the table shows the no-tracking loop's own spread beside it.
+The pieces also separate a fixed cost per run (mostly the model) from a per-epoch cost: a
+short loop pays the fixed cost over a few seconds of training, a real training (the paper:
+40 epochs of minutes) amortises it.
 """
 from __future__ import annotations
 
@@ -204,15 +209,27 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
                        f"mlflow {1000 * per_epoch['sync']:.1f} ms, tuned (async) {1000 * per_epoch['tuned']:.1f} ms "
                        f"(one epoch of this loop: {epoch_s:.2f} s)")
     sec.tables.append(parts)
-    measured = 100 * (median(samples["mlflow"]) - base) / base
-    sec.metrics["tracking.overhead_pct"] = measured
-    tuned = 100 * (median(samples["mlflow_tuned"]) - base) / base
-    sec.metrics["tracking.overhead_pct_tuned"] = tuned
-    sec.headline.append(f"tracking overhead on this {base:.1f} s loop: {measured:.1f}% as the studies log today, "
-                        f"{tuned:.1f}% tuned (target < {TARGET_PCT:g}%: "
-                        f"{'met' if min(measured, tuned) < TARGET_PCT else 'MISSED'})")
+    # Two estimates. Attributed: the seconds spent inside the tracking calls themselves (timed
+    # call by call above) over the loop's wall time - robust to the machine's noise, but blind
+    # to a background thread's CPU use. Wall: the difference of the interleaved medians - sees
+    # everything, but on a shared machine its noise (the baseline's own min-max spread) can
+    # exceed the overhead itself.
+    attributed = {tag: 100 * (fixed[tag] + cfg.epochs * per_epoch[tag]) / base for tag in ("sync", "tuned")}
+    wall = {tag: 100 * (median(samples[name]) - base) / base for tag, name in (("sync", "mlflow"), ("tuned", "mlflow_tuned"))}
+    spread = 100 * (max(samples["none"]) - min(samples["none"])) / base
+    sec.metrics.update({"tracking.overhead_pct": attributed["sync"], "tracking.overhead_pct_tuned": attributed["tuned"],
+                        "tracking.overhead_pct_wall": wall["sync"], "tracking.overhead_pct_wall_tuned": wall["tuned"],
+                        "tracking.baseline_spread_pct": spread})
+    best = min(attributed.values())
+    sec.headline.append(f"tracking overhead on this {base:.1f} s loop, attributed (time inside MLflow calls): "
+                        f"{attributed['sync']:.1f}% as the studies log today, {attributed['tuned']:.1f}% tuned; "
+                        f"target < {TARGET_PCT:g}%: {'met' if best < TARGET_PCT else 'MISSED'}")
+    varied = (f"the no-tracking loop itself varied by {spread:.0f}% between rounds" if cfg.rounds > 1
+              else "one round only: no spread to compare with")
+    sec.headline.append(f"wall-clock check (difference of interleaved medians): {wall['sync']:.1f}% / "
+                        f"{wall['tuned']:.1f}% tuned; {varied}")
     need = fixed["tuned"] / (TARGET_PCT / 100)
-    sec.headline.append(f"the fixed cost (mostly the pt2 model export) is under {TARGET_PCT:g}% of training "
+    sec.headline.append(f"the fixed cost (mostly logging the pt2 model) is under {TARGET_PCT:g}% of training "
                         f"from ~{need:.0f} s of training on (tuned; {fixed['sync'] / (TARGET_PCT / 100):.0f} s as logged today)")
     # What the same costs are for the paper's training (40 epochs of the study's default model):
     # projected from the measured fixed and per-epoch costs, not measured.

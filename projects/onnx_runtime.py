@@ -1,4 +1,5 @@
-"""ONNX Runtime for the platform's CPU timing: export, check against eager, time, quantise.
+"""Fast CPU runtimes for the platform's timing: ONNX Runtime (export, check against eager,
+time, quantise) and PyTorch bfloat16 - the runtimes benchmarks/ found fastest.
 
     from projects import onnx_runtime
     metrics = onnx_runtime.time_onnx_inference(build, weights_path, images, batch_size=8)
@@ -289,11 +290,92 @@ def time_onnx_inference(build: Callable[[], nn.Module], weights_path: Path | str
     return out
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d (consecutive children of one
+    module) into the conv and replace it with Identity. Eval mode only. A module whose
+    forward does not use such a pair in order would change its outputs: callers compare
+    with eager (the benchmark does, on every model it times)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode")
+    for parent in model.modules():
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = parent._modules[first], parent._modules[second]
+            if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+                    and conv.out_channels == bn.num_features):
+                parent._modules[first] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[second] = nn.Identity()
+    return model
+
+
+def bf16_model(model: nn.Module) -> nn.Module:
+    """The benchmark's `torch_bf16` runtime: batch norm folded, channels-last, bfloat16."""
+    return fold_batchnorm(model.eval()).to(memory_format=torch.channels_last).to(torch.bfloat16)
+
+
+def bf16_predict(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        x = batch.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        return model(x).float().numpy()
+
+
+def time_torch_bf16_inference(build: Callable[[], nn.Module], weights_path: Path | str, images,
+                              batch_size: int = 8, *, latency_repeats: int = 10,
+                              evaluate: Callable[[np.ndarray], dict[str, float]] | None = None,
+                              strict: bool = False) -> dict[str, float]:
+    """The paper's protocol with PyTorch in bfloat16 (BN folded, channels-last): the other
+    runtime the benchmark found fast (benchmarks/RESULTS.md). Not exact (bf16 keeps 8
+    mantissa bits): pass `evaluate` to log the accuracy beside the time. Keys: cpu_load_s_bf16,
+    cpu_predict_s_bf16, cpu_total_s_bf16, cpu_latency_ms_p50_bf16, bf16_max_abs_diff (+ the
+    evaluate metrics with suffix _bf16). On a CPU without native bf16 (no AVX512-BF16 / AMX)
+    this runs but is slower than fp32: the benchmark measures it before anyone relies on it."""
+    from projects import tracking
+    from projects.efficiency import load_weights
+
+    suffix = "_bf16"
+    data = torch.from_numpy(_as_numpy(images))
+    out: dict[str, float] = {}
+    try:
+        with torch.inference_mode():
+            eager = load_weights(build(), Path(weights_path)).eval()
+            ref = eager(data[:batch_size]).float().numpy()
+            del eager
+        start = time.perf_counter()
+        model = bf16_model(load_weights(build(), Path(weights_path)))
+        loaded = time.perf_counter()
+        outputs = [bf16_predict(model, data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+        done = time.perf_counter()
+        bf16_predict(model, data[:1])
+        samples = []
+        for _ in range(max(1, latency_repeats)):
+            t0 = time.perf_counter()
+            bf16_predict(model, data[:1])
+            samples.append((time.perf_counter() - t0) * 1000)
+        out.update({
+            tracking.M_CPU_LOAD + suffix: loaded - start,
+            tracking.M_CPU_PREDICT + suffix: done - loaded,
+            tracking.M_CPU_TOTAL + suffix: done - start,
+            tracking.M_LATENCY_P50 + suffix: statistics.median(samples),
+            "bf16_max_abs_diff": float(np.max(np.abs(outputs[0] - ref))),
+        })
+        if evaluate is not None:
+            out.update({f"{k}{suffix}": float(v) for k, v in evaluate(np.concatenate(outputs)).items()})
+    except Exception as exc:  # noqa: BLE001 - see time_onnx_inference
+        if strict:
+            raise
+        print(f"warning: bf16 timing skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return out
+
+
 __all__ = [
     "DEFAULT_ATOL",
     "OnnxMismatchError",
     "check_onnx",
+    "bf16_model",
     "export_onnx",
+    "fold_batchnorm",
     "make_session",
     "metric_names",
     "max_abs_diff",
@@ -302,6 +384,7 @@ __all__ = [
     "run_session",
     "session_options",
     "time_onnx_inference",
+    "time_torch_bf16_inference",
 ]
 
 if __name__ == "__main__":  # pragma: no cover - a smoke check: python -m projects.onnx_runtime

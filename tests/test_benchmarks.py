@@ -102,6 +102,19 @@ def test_time_onnx_inference_int8_and_failure_is_not_fatal(tmp_path, capsys):
     assert "ONNX Runtime timing" in capsys.readouterr().err
 
 
+def test_time_torch_bf16_inference_platform_metrics(tmp_path):
+    build = lambda: build_model("elunet", 4, 3)  # noqa: E731
+    weights = tmp_path / "w.pt"
+    torch.save(_trained_like(build()).state_dict(), weights)
+    images = torch.rand(3, 3, 32, 32)
+    out = onnx_runtime.time_torch_bf16_inference(build, weights, images, batch_size=2, strict=True,
+                                                 evaluate=lambda o: {"test_n": float(len(o))})
+    assert {"cpu_total_s_bf16", "cpu_load_s_bf16", "cpu_predict_s_bf16", "cpu_latency_ms_p50_bf16",
+            "bf16_max_abs_diff"} <= set(out)
+    assert out["test_n_bf16"] == 3.0
+    assert out["bf16_max_abs_diff"] < 0.5  # bf16: close to eager, not exact
+
+
 # --- FLOPs ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("c_in,c_out,k,stride,padding,size", [(3, 16, 3, 1, 1, 32), (8, 4, 3, 1, 0, 20),
                                                               (16, 32, 1, 1, 0, 17), (4, 8, 5, 2, 2, 32)])
@@ -121,7 +134,7 @@ def test_flop_count_of_a_model_is_the_sum_of_its_convs():
 
 # --- runtime building blocks --------------------------------------------------------------------------
 def test_fold_batchnorm_keeps_outputs():
-    from benchmarks.runtimes import fold_batchnorm
+    from projects.onnx_runtime import fold_batchnorm
 
     model = _trained_like(build_model("elunet", 4, 3))
     x = torch.rand(2, 3, 32, 32)
@@ -138,13 +151,15 @@ def test_fastest_runtime_only_picks_correct_variants():
     from benchmarks.runtimes import fastest_runtime
 
     results = {"variants": {
-        "eager": {"protocol_total_s": 10.0, "correct": True},
-        "fast_but_wrong": {"protocol_total_s": 1.0, "correct": False},
+        "eager": {"protocol_total_s": 10.0, "correct": True, "max_abs_diff": 0.0},
+        "fast_but_wrong": {"protocol_total_s": 1.0, "correct": False, "max_abs_diff": 3.0},
         "failed": {"error": "boom"},
-        "ort": {"protocol_total_s": 4.0, "correct": True},
-        "bf16": {"protocol_total_s": 5.0, "correct": True},
+        "ort": {"protocol_total_s": 4.0, "correct": True, "max_abs_diff": 2e-5},
+        "bf16": {"protocol_total_s": 5.0, "correct": True, "max_abs_diff": 0.2},
+        "int8": {"protocol_total_s": 2.0, "correct": True, "max_abs_diff": 0.9},  # metric within tolerance
     }}
-    assert fastest_runtime(results) == ("ort", 2.5)
+    assert fastest_runtime(results) == ("int8", 5.0)
+    assert fastest_runtime(results, exact_only=True) == ("ort", 2.5)
 
 
 def test_interleaved_runs_variants_in_rounds():
