@@ -129,3 +129,17 @@ def time_cpu_inference(build: Callable[[], nn.Module], weights_path: Path, image
         n_images=len(images),
         batch_size=batch_size,
     )
+
+
+def time_cpu_runtimes(build: Callable[[], nn.Module], weights_path: Path, images: torch.Tensor,
+                      batch_size: int, onnx: bool = True) -> dict[str, float]:
+    """Every CPU timing a trained model logs: the paper's protocol in eager PyTorch and, with
+    `onnx`, the same protocol in ONNX Runtime (`cpu_total_s_onnx` ..., outputs checked against
+    eager to 1e-4 first; an export that fails or mismatches is one warning line, never a lost
+    run). ONNX Runtime is measured rather than assumed faster: benchmarks/RESULTS.md."""
+    metrics = time_cpu_inference(build, weights_path, images, batch_size=batch_size).metrics()
+    if onnx:
+        from projects import onnx_runtime
+
+        metrics.update(onnx_runtime.time_onnx_inference(build, weights_path, images, batch_size=batch_size))
+    return metrics

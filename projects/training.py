@@ -81,10 +81,10 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     for epoch in range(1, config.epochs + 1):
         model.train()
         total, count = 0.0, 0
-        # In a log file (no terminal) a bar redrawn every batch is noise: update rarely.
+        # A bar only on a terminal; a log file gets the one line per epoch printed below.
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                   disable=not config.progress, file=sys.stderr, dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 60)
+                   disable=not (config.progress and sys.stderr.isatty()), file=sys.stderr,
+                   dynamic_ncols=True, mininterval=0.5)
         for inputs, targets in bar:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)

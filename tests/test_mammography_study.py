@@ -52,6 +52,9 @@ def test_run_logs_everything_the_issue_lists():
                 "cpu_latency_ms_p50", "train_loss", "val_loss", "val_accuracy", "val_f1_macro"):
         assert key in m, key
     assert m["test_accuracy_minus_baseline"] == pytest.approx(m["test_accuracy"] - m["baseline_majority_accuracy"])
+    # ONNX Runtime timed with the same protocol, after its outputs matched eager's
+    assert m["onnx_max_abs_diff"] <= 1e-4 and m["cpu_total_s_onnx"] > 0, m
+    assert m["cpu_total_s_onnx"] == pytest.approx(m["cpu_load_s_onnx"] + m["cpu_predict_s_onnx"])
     for tag in tracking.REQUIRED_TAGS:
         assert tags.get(tag), tag
     assert params["cpu_predict_images"] == params["n_test_films"]

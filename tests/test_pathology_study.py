@@ -54,6 +54,9 @@ def test_run_logs_everything_the_issue_lists():
                 "cpu_latency_ms_p50"):
         assert key in m, key
     assert m["model_size_mb_with_optimizer"] > 2 * m["model_size_mb"]  # Adam keeps two moments
+    # ONNX Runtime timed with the same protocol, after its outputs matched eager's
+    assert m["onnx_max_abs_diff"] <= 1e-4 and m["cpu_total_s_onnx"] > 0, m
+    assert m["cpu_total_s_onnx"] == pytest.approx(m["cpu_load_s_onnx"] + m["cpu_predict_s_onnx"])
     for tag in tracking.REQUIRED_TAGS:
         assert tags.get(tag), tag
     assert int(params["cpu_predict_images"]) <= 6

@@ -30,6 +30,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-missing", type=cli.str2bool, default=d.skip_missing)
     parser.add_argument("--cpu-predict-n", type=cli.integer, default=d.cpu_predict_n)
     parser.add_argument("--log-model", type=cli.str2bool, default=d.log_model)
+    parser.add_argument("--onnx-timing", type=cli.str2bool, default=d.onnx_timing,
+                        help="also time ONNX Runtime (cpu_total_s_onnx ...)")
 
 
 def config_from_args(args: argparse.Namespace) -> MammographyConfig:
@@ -39,7 +41,8 @@ def config_from_args(args: argparse.Namespace) -> MammographyConfig:
         augment=args.augment, augment_factor=args.augment_factor, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, class_weighted=args.class_weighted,
         patience=args.patience, seed=args.seed, skip_missing=args.skip_missing,
-        cpu_predict_n=args.cpu_predict_n, log_model=args.log_model)
+        cpu_predict_n=args.cpu_predict_n, log_model=args.log_model,
+        onnx_timing=args.onnx_timing)
 
 
 @cli.entry_point

@@ -24,5 +24,8 @@ class MammographyConfig:
     skip_missing: bool = False
     embedded_size: int = 256  # resolution of the generated films when data=embedded
     cpu_predict_n: int = 0  # images in the CPU timing; 0 = every test film
+    # Also time ONNX Runtime (exported, checked against eager to 1e-4) with the same protocol:
+    # cpu_*_onnx metrics beside the eager ones (benchmarks/RESULTS.md: which runtime is fastest).
+    onnx_timing: bool = True
     log_model: bool = True  # full MLflow model (registry candidate) vs weights file only
     progress: bool = True

@@ -282,13 +282,13 @@ def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
     size = efficiency.save_weights(model, weights)
     mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
     n = len(test_images) if not config.cpu_predict_n else min(config.cpu_predict_n, len(test_images))
-    timing = efficiency.time_cpu_inference(lambda: build_classifier(config.arch, n_classes),
-                                           weights, _tensor(test_images[:n]), batch_size=config.batch_size)
+    timing = efficiency.time_cpu_runtimes(lambda: build_classifier(config.arch, n_classes), weights,
+                                          _tensor(test_images[:n]), config.batch_size, onnx=config.onnx_timing)
     tracking.log_metrics_finite({
         tracking.M_PARAMS: efficiency.count_params(model),
         tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
         tracking.M_SIZE_MB: size / 1e6,
-        **timing.metrics(),
+        **timing,
     })
     mlflow.log_param(tracking.P_CPU_PREDICT_N, n)
     mlflow.log_param("image_shape", f"1x{config.image_size}x{config.image_size}")

@@ -32,6 +32,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=cli.integer, default=d.seed)
     parser.add_argument("--cpu-predict-n", type=cli.integer, default=d.cpu_predict_n)
     parser.add_argument("--log-model", type=cli.str2bool, default=d.log_model)
+    parser.add_argument("--onnx-timing", type=cli.str2bool, default=d.onnx_timing,
+                        help="also time ONNX Runtime (cpu_total_s_onnx ...)")
 
 
 def config_from_args(args: argparse.Namespace) -> PathologyConfig:
@@ -41,7 +43,8 @@ def config_from_args(args: argparse.Namespace) -> PathologyConfig:
         augment_flips=args.augment_flips, test_count=args.test_count, test_fraction=args.test_fraction,
         val_fraction=args.val_fraction, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         patience=args.patience, threshold=args.threshold, seed=args.seed,
-        cpu_predict_n=args.cpu_predict_n, log_model=args.log_model)
+        cpu_predict_n=args.cpu_predict_n, log_model=args.log_model,
+        onnx_timing=args.onnx_timing)
 
 
 @cli.entry_point

@@ -27,5 +27,8 @@ class PathologyConfig:
     cpu_predict_n: int = 57  # tiles in the paper's CPU timing
     embedded_images: int = 24
     embedded_size: int = 512
+    # Also time ONNX Runtime (exported, checked against eager to 1e-4) with the same protocol:
+    # cpu_*_onnx metrics beside the eager ones (benchmarks/RESULTS.md: which runtime is fastest).
+    onnx_timing: bool = True
     log_model: bool = True  # full MLflow model (registry candidate) vs weights file only
     progress: bool = True

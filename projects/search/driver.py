@@ -1271,13 +1271,13 @@ def run_worker(settings: SearchSettings, worker_index: int, parent_run_id: str) 
     return work(ctx)
 
 
-def main_job_search(base, n_trials: int, epochs: int) -> str:
+def main_job_search(base, n_trials: int, epochs: int,
+                    space: str = "arch=unet|elunet,depth=3:5,filters=4:16") -> str:
     """The main job's search stage: a short pathology search on the grid's base config.
 
     Small archs only (the quick profile must stay within minutes), single worker, median
     pruning; returns a one-line summary (the main run stores it as a tag).
     """
-    space = "arch=unet|elunet,depth=3:5,filters=4:16"
     settings = SearchSettings(study="pathology", base=base, name=f"main-search-{time.strftime('%Y%m%d-%H%M%S')}",
                               n_trials=int(n_trials), epochs=int(epochs), objectives=("accuracy",),
                               pruner="median", space=space, n_workers=1, seed=0)
