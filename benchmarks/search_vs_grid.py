@@ -66,7 +66,7 @@ def base_config(cfg: Settings):
 
     return PathologyConfig(data="embedded", embedded_images=cfg.embedded_images, embedded_size=cfg.embedded_size,
                            tile_size=cfg.tile_size, augment_flips=False, epochs=cfg.epochs, lr=1e-3, batch_size=8,
-                           patience=0, cpu_predict_n=8, log_model=False, progress=False, seed=0)
+                           patience=0, cpu_predict_n=8, log_model=False, onnx_timing=False, progress=False, seed=0)
 
 
 def space_text(cfg: Settings) -> str:

@@ -55,12 +55,12 @@ STUDY_METRICS = {
 EFFICIENCY = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
 
 # run_kind values (tags written by the grids, the search driver and the main job)
-TRAINED_KINDS = ("single", "grid_child", "trial")
-PARENT_KINDS = ("grid_parent", "search_parent")
-TAG_PARENT = "mlflow.parentRunId"
+TRAINED_KINDS = tracking.TRAINED_RUN_KINDS
+PARENT_KINDS = tracking.PARENT_RUN_KINDS
+TAG_PARENT = tracking.TAG_PARENT_RUN
 TAG_RUN_NAME = "mlflow.runName"
-TAG_TRIAL_NUMBER = "trial_number"
-TAG_TRIAL_STATE = "trial_state"
+TAG_TRIAL_NUMBER = tracking.TAG_TRIAL_NUMBER
+TAG_TRIAL_STATE = tracking.TAG_TRIAL_STATE
 TAG_DEPTH = "depth"
 TAG_FILTERS = "filters"
 
@@ -471,7 +471,7 @@ def grid_comparison(runs: pd.DataFrame, study: str) -> tuple[pd.DataFrame | None
     """The latest finished grid parent's own `grid/paper_vs_ours.csv`, and that parent's row."""
     import io
 
-    parents = runs[runs["study"].eq(study) & runs["run_kind"].eq("grid_parent")
+    parents = runs[runs["study"].eq(study) & runs["run_kind"].eq(tracking.RUN_KIND_GRID_PARENT)
                    & runs["status"].eq("FINISHED")]
     for _, parent in parents.sort_values("start_time", ascending=False).iterrows():
         data = artifact_bytes(parent["run_id"], "grid/paper_vs_ours.csv")
@@ -502,7 +502,7 @@ def searches(runs: pd.DataFrame, objectives: dict[str, str] | None = None) -> li
     efficiency objective named there is the cost its frontier is drawn against.
     """
     out = []
-    parents = runs[runs["run_kind"].eq("search_parent")]
+    parents = runs[runs["run_kind"].eq(tracking.RUN_KIND_SEARCH_PARENT)]
     for _, parent in parents.sort_values("start_time", ascending=False).iterrows():
         trials = runs[runs["parent_run_id"].eq(parent["run_id"]) & runs["run_kind"].eq("trial")].copy()
         study = parent["study"] or (trials["study"].iloc[0] if len(trials) else "")
@@ -553,7 +553,7 @@ def collect(ui_url: str = "http://127.0.0.1:5000") -> DashboardData:
 def _search_objectives(mlc: MlflowClient, runs: pd.DataFrame) -> dict[str, str]:
     """Search parents' `objectives` param (params are not in the tidy table)."""
     out = {}
-    for run_id in runs.loc[runs["run_kind"].eq("search_parent"), "run_id"]:
+    for run_id in runs.loc[runs["run_kind"].eq(tracking.RUN_KIND_SEARCH_PARENT), "run_id"]:
         try:
             params = mlc.get_run(run_id).data.params
         except Exception:  # noqa: BLE001

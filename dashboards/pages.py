@@ -867,7 +867,7 @@ def search_page(info: dd.DashboardData, generated: str) -> Page:
     for search in info.searches[:MAX_SEARCHES]:
         parent = search.parent
         grid = info.studies.get(search.study, pd.DataFrame())
-        grid = grid[grid["run_kind"].isin(("grid_child", "single"))] if len(grid) else grid
+        grid = grid[grid["run_kind"].isin((tracking.RUN_KIND_GRID_CHILD, tracking.RUN_KIND_SINGLE))] if len(grid) else grid
         title = f"{parent['run_name'] or parent['run_id'][:8]} · {search.study} · {len(search.trials)} trials"
         url = dd.run_url(info.ui_url, parent["experiment_id"], parent["run_id"])
         parts = [f'<p class="small">{link(url, "open the search run in the MLflow UI")} · started '

@@ -7,7 +7,6 @@ data -> mammography grid -> pathology grid -> search -> promotion -> dashboard -
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import sys
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 
 import mlflow
 
-from projects import cli, runtime, tracking
+from projects import cli, tracking
 from projects.mammography.config import MammographyConfig
 from projects.mammography.grid import MammographyGridConfig
 from projects.pathology.config import PathologyConfig
@@ -60,10 +59,28 @@ def quick_profile(data_mammo: str, data_patho: str) -> Profile:
                    search_space="arch=unet|elunet,depth=3:4,filters=4:8,batch_size=8|16")
 
 
+def smoke_profile(data_mammo: str, data_patho: str) -> Profile:
+    """Every stage wired end to end in about a minute (tests use it); models barely train,
+    so whether anything beats its baseline - and so gets promoted - is not the point."""
+    mammo = MammographyGridConfig(
+        base=MammographyConfig(data=data_mammo, arch="resnet10t", image_size=32, epochs=1, batch_size=16,
+                               lr=1e-3, class_weighted=True, cpu_predict_n=8, progress=False),
+        archs=["resnet10t"], splits=["80:20"], augment_options=[False], benign_malignant=False)
+    patho = PathologyGridConfig(
+        base=PathologyConfig(data=data_patho, embedded_images=8, embedded_size=128, tile_size=64, epochs=1,
+                             batch_size=8, lr=1e-3, patience=0, cpu_predict_n=8, progress=False),
+        cells=[("unet", 4, 3)])
+    return Profile("smoke", mammo, patho, search_trials=2, search_epochs=1,
+                   search_space="arch=unet|elunet,depth=3,filters=4,batch_size=8")
+
+
 def paper_profile(data_mammo: str, data_patho: str) -> Profile:
     mammo = MammographyGridConfig(base=MammographyConfig(data=data_mammo), archs=["resnet101"])
     patho = PathologyGridConfig(base=PathologyConfig(data=data_patho))
     return Profile("paper", mammo, patho, search_trials=30, search_epochs=40)
+
+
+PROFILES = {"quick": quick_profile, "paper": paper_profile, "smoke": smoke_profile}
 
 
 def _optional(module: str):
@@ -84,12 +101,13 @@ def _stage(title: str) -> float:
 @cli.entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="main", description=__doc__)
-    parser.add_argument("--profile", default="quick", choices=("quick", "paper"))
+    parser.add_argument("--profile", default="quick", choices=tuple(PROFILES),
+                        help="quick: <10 min on 2 cores; paper: the papers' settings (hours); smoke: ~1 min, wiring only")
+    parser.add_argument("--dashboard-out", default="", help="folder for the dashboard pages (default dashboards/out)")
     parser.add_argument("--data-mammography", default="embedded")
     parser.add_argument("--data-pathology", default="embedded")
     args = parser.parse_args(argv)
-    profile = (quick_profile if args.profile == "quick" else paper_profile)(args.data_mammography,
-                                                                             args.data_pathology)
+    profile = PROFILES[args.profile](args.data_mammography, args.data_pathology)
     uri = tracking.setup_tracking()
     launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)  # the grids are runs of their own
     started = time.perf_counter()
@@ -137,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if dash is None:
         print("dashboard: not available yet (skipped)", file=sys.stderr)
     else:
-        summary["dashboard"] = str(dash.build_and_log())
+        summary["dashboard"] = str(dash.build_and_log(args.dashboard_out or None))
     summary["dashboard_s"] = time.perf_counter() - t
     summary["total_s"] = time.perf_counter() - started
 

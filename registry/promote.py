@@ -527,8 +527,7 @@ class _Promotion:
                     break
             else:
                 self.gated.append(c)
-        spec = policy.gates.pareto
-        self.front = G.pareto_front(self.gated, spec) if spec else set()
+        self._front: set[str] | None = None  # built on first use: see front()
         self.smoke_cache: dict[str, G.GateResult] = {}
         self.decided: dict[str, G.Candidate | None] = {}
 
@@ -596,6 +595,31 @@ class _Promotion:
                                  c.start_time, c.run_id))
         return pool, ""
 
+    def smoke(self, c: G.Candidate) -> G.GateResult:
+        if c.run_id not in self.smoke_cache:
+            gates = self.policy.gates
+            uri = f"models:/{self.name}/{c.version}" if c.version else c.model_uri
+            self.smoke_cache[c.run_id] = G.smoke_predict(uri, c.params.get(G.P_IMAGE_SHAPE)
+                                                         or c.version_tags.get(G.P_IMAGE_SHAPE),
+                                                         gates.probabilities)
+        return self.smoke_cache[c.run_id]
+
+    def front(self) -> set[str]:
+        """The Pareto front of the gated candidates whose models work. A model that fails the
+        smoke gate must not dominate (and so hide) a working one: front members are
+        smoke-tested and the front is rebuilt without the broken ones until it holds."""
+        if self._front is None:
+            spec, pool = self.policy.gates.pareto, list(self.gated)
+            while True:
+                front = G.pareto_front(pool, spec) if spec else set()
+                broken = ({c.run_id for c in pool if c.run_id in front and not self.smoke(c).passed}
+                          if self.policy.gates.smoke_predict else set())
+                if not broken:
+                    break
+                pool = [c for c in pool if c.run_id not in broken]
+            self._front = front
+        return self._front
+
     def gate_chain(self, c: G.Candidate, rule: AliasRule) -> Iterator[G.GateResult]:
         gates = self.policy.gates
         if CHAMPION in self.policy.alias_names():
@@ -607,14 +631,9 @@ class _Promotion:
             yield G.check_data(c, reference, label, gates.allow_data_change)
         yield G.check_not_rolled_back(c, rule.alias, rolled_back_key(rule.alias))
         if rule.pareto and gates.pareto:
-            yield G.check_pareto(c, self.front, gates.pareto)
+            yield G.check_pareto(c, self.front(), gates.pareto)
         if gates.smoke_predict:
-            if c.run_id not in self.smoke_cache:
-                uri = f"models:/{self.name}/{c.version}" if c.version else c.model_uri
-                self.smoke_cache[c.run_id] = G.smoke_predict(uri, c.params.get(G.P_IMAGE_SHAPE)
-                                                             or c.version_tags.get(G.P_IMAGE_SHAPE),
-                                                             gates.probabilities)
-            yield self.smoke_cache[c.run_id]
+            yield self.smoke(c)
 
     def decide(self, rule: AliasRule) -> Decision:
         before = self.holders.get(rule.alias)

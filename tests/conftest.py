@@ -27,6 +27,8 @@ def _isolated_store(tmp_path_factory, monkeypatch):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    # The registry URI is process-wide state too: a test that set it must not leak its store.
+    mlflow.set_registry_uri(f"sqlite:///{store / 'mlflow.db'}")
     yield store
     while mlflow.active_run() is not None:
         mlflow.end_run()

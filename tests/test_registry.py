@@ -323,6 +323,19 @@ def test_refused_candidates_leave_the_alias_where_it_is(capsys):
     assert_consistent("champion")
 
 
+def test_a_broken_model_does_not_push_a_working_one_off_the_pareto_front():
+    # `broken` dominates `good` (more accurate, smaller, faster) but its model file is
+    # garbage: the front is built from working models, so `good` is still the efficient one.
+    good = log_candidate(seg_metrics(0.80, size_mb=0.5, latency_ms=5.0), seed=1)
+    broken = log_candidate(seg_metrics(0.81, size_mb=0.1, latency_ms=1.0), seed=2)
+    corrupt_model(broken)
+    report = promote()
+    assert holder("champion") == version_of(good)
+    efficient = decision(report, "efficient")
+    assert efficient.status == P.MOVED and holder("efficient") == version_of(good), efficient
+    assert version_of(broken) is None
+
+
 def test_rollback_restores_the_previous_holder_and_keeps_it(capsys):
     first = log_candidate(seg_metrics(0.50), seed=1)
     promote()

@@ -4,15 +4,14 @@ table comparing every scenario with the paper and with the majority baseline."""
 from __future__ import annotations
 
 import dataclasses
-import sys
-import tempfile
+import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 
 from projects import tracking
+from projects.grid_runner import GridCell, log_tables, run_cells
 from projects.errors import InputError
 from projects.mammography import paper, study
 from projects.mammography.config import MammographyConfig
@@ -52,44 +51,24 @@ def run_grid(grid: MammographyGridConfig) -> pd.DataFrame:
     configs = scenarios(grid)
     for cfg in configs:  # bad input fails before anything trains
         study._check_config(cfg)
-    mlflow.set_tags({tracking.TAG_STUDY: study.STUDY, tracking.TAG_RUN_KIND: "grid_parent",
+    mlflow.set_tags({tracking.TAG_STUDY: study.STUDY, tracking.TAG_RUN_KIND: tracking.RUN_KIND_GRID_PARENT,
                      tracking.TAG_TASK: grid.base.task})
     mlflow.log_params({"grid.archs": ",".join(grid.archs), "grid.splits": ",".join(grid.splits),
                        "grid.augment_options": ",".join(map(str, grid.augment_options)),
                        "grid.repeats": grid.repeats, "grid.n_runs": len(configs)})
     tracking.log_config(grid.base, prefix="base")
-    rows = []
-    exp_id = mlflow.active_run().info.experiment_id
-    for i, cfg in enumerate(configs, 1):
-        name = f"{cfg.arch}-{cfg.task}-{cfg.split.replace(':', '-')}-{'aug' if cfg.augment else 'orig'}-s{cfg.seed}"
-        print(f"[grid {i}/{len(configs)}] {name}", file=sys.stderr, flush=True)
-        row = {"arch": cfg.arch, "task": cfg.task, "split": cfg.split, "augment": cfg.augment,
-               "seed": cfg.seed, "status": "FINISHED"}
-        try:
-            with mlflow.start_run(run_name=name, nested=True, experiment_id=exp_id,
-                                  tags=tracking.process_tags()) as child:
-                row["run_id"] = child.info.run_id
-                try:
-                    result = study.run(cfg, run_kind="grid_child")
-                except Exception as exc:
-                    mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-                    raise
-                row.update(result.metrics)
-        except (MemoryError, RuntimeError) as exc:
-            # A cell that does not fit (memory, time) is marked, not fatal to the grid.
-            row["status"] = f"FAILED: {type(exc).__name__}: {str(exc)[:200]}"
-            print(f"[grid] {name} failed: {exc}", file=sys.stderr)
-        rows.append(row)
-    runs = pd.DataFrame(rows)
+    cells = [GridCell(f"{cfg.arch}-{cfg.task}-{cfg.split.replace(':', '-')}-{'aug' if cfg.augment else 'orig'}-s{cfg.seed}",
+                      {"arch": cfg.arch, "task": cfg.task, "split": cfg.split, "augment": cfg.augment, "seed": cfg.seed},
+                      functools.partial(_train, cfg))
+             for cfg in configs]
+    runs = run_cells(cells)
     table = comparison_table(runs)
-    with tempfile.TemporaryDirectory() as tmp:
-        runs.to_csv(Path(tmp) / "grid_runs.csv", index=False)
-        table.to_csv(Path(tmp) / "paper_vs_ours.csv", index=False)
-        (Path(tmp) / "paper_vs_ours.md").write_text(table.to_markdown(index=False, floatfmt=".3f")
-                                                    if _has_tabulate() else table.to_string(index=False))
-        mlflow.log_artifacts(tmp, "grid")
-    print(table.to_string(index=False), file=sys.stderr)
+    log_tables(runs, table)
     return table
+
+
+def _train(cfg: MammographyConfig) -> dict[str, float]:
+    return study.run(cfg, run_kind=tracking.RUN_KIND_GRID_CHILD).metrics
 
 
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -113,11 +92,3 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"paper_{metric}"] = getattr(ref, attr) if ref else float("nan")
         out.append(row)
     return pd.DataFrame(out)
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False

@@ -184,7 +184,7 @@ class MammographyResult:
     confusion: np.ndarray
 
 
-def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kind: str = "single",
+def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kind: str = tracking.RUN_KIND_SINGLE,
         on_epoch: EpochHook | None = None) -> MammographyResult:
     """Train and evaluate inside the active MLflow run (the caller starts and ends it)."""
     prepared = prepared or prepare_data(config)

@@ -4,15 +4,14 @@ on the parent. Cells that do not fit in memory or time are marked, not fatal."""
 from __future__ import annotations
 
 import dataclasses
-import sys
-import tempfile
+import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 
 from projects import tracking
+from projects.grid_runner import GridCell, log_tables, run_cells
 from projects.pathology import study
 from projects.pathology.config import PathologyConfig
 from projects.pathology.paper import TABLE_V
@@ -41,42 +40,26 @@ def run_grid(grid: PathologyGridConfig) -> pd.DataFrame:
         study.check_config(cfg)  # an impossible cell fails before anything trains
     prepared = study.prepare_data(grid.base)  # one split and one tile cache for every cell
     mlflow.set_tags({tracking.TAG_STUDY: study.STUDY, tracking.TAG_TASK: study.TASK,
-                     tracking.TAG_RUN_KIND: "grid_parent", tracking.TAG_DATASET_DIGEST: prepared.digest})
+                     tracking.TAG_RUN_KIND: tracking.RUN_KIND_GRID_PARENT, tracking.TAG_DATASET_DIGEST: prepared.digest})
     mlflow.log_params({"grid.cells": ";".join(f"{a}/{n}/{d}" for a, n, d in cells),
                        "grid.repeats": grid.repeats, "grid.n_runs": len(configs)})
     tracking.log_config(grid.base, prefix="base")
-    exp_id = mlflow.active_run().info.experiment_id
-    rows = []
-    for i, cfg in enumerate(configs, 1):
-        name = f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}-s{cfg.seed}"
-        print(f"[grid {i}/{len(configs)}] {name}", file=sys.stderr, flush=True)
-        row = {"arch": cfg.arch, "filters": cfg.filters, "depth": cfg.depth, "seed": cfg.seed, "status": "FINISHED"}
-        try:
-            with mlflow.start_run(run_name=name, nested=True, experiment_id=exp_id,
-                                  tags=tracking.process_tags()) as child:
-                row["run_id"] = child.info.run_id
-                try:
-                    result = study.run(cfg, prepared, run_kind="grid_child")
-                except Exception as exc:
-                    mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-                    raise
-                row.update(result.metrics)
-                metrics = mlflow.get_run(child.info.run_id).data.metrics
-                for key in tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB):
-                    row[key] = metrics.get(key)
-        except (MemoryError, RuntimeError) as exc:
-            row["status"] = f"FAILED: {type(exc).__name__}: {str(exc)[:200]}"
-            print(f"[grid] {name} did not fit: {exc}", file=sys.stderr)
-        rows.append(row)
-    runs = pd.DataFrame(rows)
+    cells = [GridCell(f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}-s{cfg.seed}",
+                      {"arch": cfg.arch, "filters": cfg.filters, "depth": cfg.depth, "seed": cfg.seed},
+                      functools.partial(_train, cfg, prepared))
+             for cfg in configs]
+    runs = run_cells(cells)
     table = comparison_table(runs)
-    with tempfile.TemporaryDirectory() as tmp:
-        runs.to_csv(Path(tmp) / "grid_runs.csv", index=False)
-        table.to_csv(Path(tmp) / "paper_vs_ours.csv", index=False)
-        (Path(tmp) / "paper_vs_ours.txt").write_text(table.to_string(index=False))
-        mlflow.log_artifacts(tmp, "grid")
-    print(table.to_string(index=False), file=sys.stderr)
+    log_tables(runs, table)
     return table
+
+
+def _train(cfg: PathologyConfig, prepared) -> dict[str, float]:
+    """The cell's metrics plus its efficiency numbers (the comparison table shows both)."""
+    result = study.run(cfg, prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    efficiency = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
+    return dict(result.metrics) | {key: logged.get(key) for key in efficiency}
 
 
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -160,7 +160,7 @@ class PathologyResult:
     metrics: dict[str, float]
 
 
-def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind: str = "single",
+def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind: str = tracking.RUN_KIND_SINGLE,
         on_epoch: EpochHook | None = None) -> PathologyResult:
     """Train and evaluate inside the active MLflow run (the caller starts and ends it)."""
     prepared = prepared or prepare_data(config)

@@ -43,17 +43,17 @@ from projects.errors import InputError
 from projects.search import spaces
 
 # --- names (search's own; the shared ones come from projects.tracking) --------------------
-TAG_SEARCH_NAME = "search_name"
-TAG_TRIAL_NUMBER = "trial_number"
-TAG_TRIAL_STATE = "trial_state"  # RUNNING | COMPLETE | PRUNED | FAIL
-TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests children under the parent in the UI
+TAG_SEARCH_NAME = tracking.TAG_SEARCH_NAME
+TAG_TRIAL_NUMBER = tracking.TAG_TRIAL_NUMBER
+TAG_TRIAL_STATE = tracking.TAG_TRIAL_STATE
+TAG_PARENT_RUN = tracking.TAG_PARENT_RUN
 TAG_ELECTED = "search_parent_elected"
 TAG_SEARCH_PARENT = "search_parent_run_id"
 TAG_RETRY_OF = "retry_of_trial"
-TAG_BEST = "search_best"  # "true" on the best child (single objective)
-TAG_PARETO = "pareto_optimal"  # "true"/"false" on every complete child (multi-objective)
-RUN_KIND_PARENT = "search_parent"
-RUN_KIND_TRIAL = "trial"
+TAG_BEST = tracking.TAG_SEARCH_BEST
+TAG_PARETO = tracking.TAG_PARETO
+RUN_KIND_PARENT = tracking.RUN_KIND_SEARCH_PARENT
+RUN_KIND_TRIAL = tracking.RUN_KIND_TRIAL
 RUN_KIND_LAUNCHER = "search_launcher"  # an `mlflow run` launcher that resumed an existing search
 
 ATTR_RUN_ID = "mlflow_run_id"
