@@ -239,7 +239,8 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
         else:
             sec.headline.append(f"{pruner}: never within 0.01 of the grid's best ({n} seeds): target MISSED")
     table.notes.append(f"load average {load_start} -> {load_average()}; a seed that never got within {TOLERANCE} is a miss; "
-                       "distinct configs: the sampler may propose a config already tried (the driver trains it again)")
+                       "distinct configs: trained configs (the driver skips a re-proposed config without training it: "
+                       "duplicates cost nothing and do not count as trials)")
     sec.tables.append(table)
     if quick:
         sec.headline.append(f"quick mode: a {n_cells}-cell grid and {cfg.n_trials} trials only, too small for the "

@@ -369,6 +369,28 @@ def process_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid())}
 
 
+def log_candidate_model(wrapped, example) -> None:
+    """Log a registry candidate: the MLflow model (pt2, no pickled code) of `wrapped` (a
+    module returning probabilities), with its signature and a batch-2 `example` (keeps the
+    batch dimension dynamic in torch.export), and tag the run as a candidate.
+
+    validate_serving_input=False: by default MLflow reloads the model it just saved and
+    predicts the example, ~40% of log_model's time here (benchmarks/tracking_overhead.py);
+    the registry's smoke gate (registry/gates.py) makes that check before any promotion.
+    """
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    wrapped = wrapped.eval()
+    with torch.inference_mode():
+        output = wrapped(torch.from_numpy(example)).numpy()
+    mlflow.pytorch.log_model(wrapped, name=MODEL_ARTIFACT, input_example=example,
+                             signature=infer_signature(example, output),
+                             pip_requirements=model_pip_requirements(), validate_serving_input=False)
+    mlflow.set_tag(TAG_CANDIDATE, "true")
+
+
 def model_pip_requirements() -> list[str]:
     """Explicit requirements for logged models: inference fails offline and costs seconds."""
     import importlib.metadata as md

@@ -162,6 +162,27 @@ def test_fastest_runtime_only_picks_correct_variants():
     assert fastest_runtime(results, exact_only=True) == ("ort", 2.5)
 
 
+def test_approximate_variant_needs_an_informative_model():
+    """bf16 / int8 count as correct only when eager beats the trivial baseline: a model that
+    predicts one class everywhere keeps its metric under any runtime, which proves nothing."""
+    from benchmarks.runtimes import approximate_correct, baseline_metric, MODELS, CaseData
+
+    assert approximate_correct(0.70, 0.27, -0.003) is True
+    assert approximate_correct(0.70, 0.27, -0.006) is False
+    assert approximate_correct(0.013, 0.11, 0.0) is None  # below the majority baseline: unverified
+    assert approximate_correct(0.27, 0.27, 0.0) is None
+    # The classifier's baseline is the majority TRAINING class's macro-F1 on the test labels.
+    data = CaseData(train=np.zeros((4, 1, 2, 2)), train_targets=np.array([0, 0, 0, 1]), test=np.zeros((4, 1, 2, 2)),
+                    test_targets=np.array([0, 1, 0, 1]), class_names=("a", "b"))
+    assert baseline_metric(MODELS["resnet101"], data, 4) == pytest.approx((2 / 3 + 0) / 2)
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, :2] = True  # tile 0 half tumour, tile 1 empty
+    seg = CaseData(train=np.zeros((1, 3, 4, 4)), train_targets=masks[:1], test=np.zeros((2, 3, 4, 4)),
+                   test_targets=masks, test_valid=np.ones_like(masks))
+    # all-background: tiles score 0 and 1 (empty/empty) -> 0.5; all-tumour: 0.5 and 0 -> 0.25
+    assert baseline_metric(MODELS["unet"], seg, 2) == pytest.approx(0.5)
+
+
 def test_interleaved_runs_variants_in_rounds():
     calls = []
     samples = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)

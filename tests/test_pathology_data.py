@@ -356,7 +356,7 @@ def test_prepare_tiles_flips_train_and_caches(tmp_path, monkeypatch):
     assignment = split_images(samples, test_count=1, val_fraction=0.25, seed=0)
     config = PreprocessConfig(tile_size=32, mpp=0.25)
     first = prepare(samples, assignment, config, tmp_path / "cache")
-    assert not first.cache_hit and first.cache_path.is_file()
+    assert not first.cache_hit and (first.cache_path / "manifest.json").is_file()
     assert first.digest == dataset_digest(samples)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.cache_path.name]  # no temp left
 
@@ -380,6 +380,13 @@ def test_prepare_tiles_flips_train_and_caches(tmp_path, monkeypatch):
     for split in ("train", "val", "test"):
         for name, array in first.arrays[split].items():
             assert np.array_equal(second.arrays[split][name], array)
+            assert second.arrays[split][name].dtype == array.dtype
+    # A hit maps the files (nothing read up front) copy-on-write: writable, the cache unchanged.
+    hit_images = second.arrays["train"]["images"]
+    assert isinstance(hit_images, np.memmap) and hit_images.flags.writeable
+    hit_images[0] = 0
+    third = prepare(samples, assignment, config, tmp_path / "cache")
+    assert np.array_equal(third.arrays["train"]["images"], first.arrays["train"]["images"])
 
     # A different config or assignment is a different cache entry.
     with pytest.raises(AssertionError, match="cache hit"):
@@ -402,9 +409,15 @@ def test_prepare_rebuilds_damaged_cache(tmp_path):
     assignment = {"a": "train", "b": "val", "c": "test"}
     config = PreprocessConfig(tile_size=16, augment_flips=False)
     first = prepare(samples, assignment, config, tmp_path / "cache")
-    first.cache_path.write_bytes(b"garbage")
+    (first.cache_path / "train__images.npy").write_bytes(b"garbage")  # damaged file
     again = prepare(samples, assignment, config, tmp_path / "cache")
     assert not again.cache_hit and len(again.arrays["train"]["images"]) == 1
+    assert prepare(samples, assignment, config, tmp_path / "cache").cache_hit  # rebuilt in place
+    (first.cache_path / "manifest.json").unlink()  # a writer that died before its manifest
+    assert not prepare(samples, assignment, config, tmp_path / "cache").cache_hit
+    np.save(first.cache_path / "val__masks.npy", np.zeros((5, 16, 16), np.uint8))  # shape disagrees
+    assert not prepare(samples, assignment, config, tmp_path / "cache").cache_hit
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.cache_path.name]  # nothing left over
 
 
 # --------------------------------------------------------------------------- real data

@@ -505,3 +505,21 @@ def test_mammography_search_runs_the_mammography_study():
     assert run.data.params["arch"] == "resnet18" and run.data.params["image_size"] == "64"
     assert run.data.tags["study"] == "mammography" and "params_count" in run.data.metrics
     assert "val_f1_macro" in run.data.metrics and running_runs() == []
+
+
+def test_duplicate_configs_are_skipped_not_retrained():
+    """A re-proposed config is not trained again (no compute, no MLflow run, not counted);
+    a sampler that only re-proposes (the space is exhausted) ends the search cleanly."""
+    summary = driver.run_search(tiny(name="dupes", n_trials=3, epochs=1, sampler="random",
+                                     space="arch=unet|elunet,depth=2,filters=2,lr=0.001,batch_size=8,equalization=none"))
+    assert summary.n_complete == 2 and summary.n_failed == 0  # only two distinct configs exist
+    assert summary.n_duplicate >= 30 and "duplicates skipped" in summary.line()
+    study = load("dupes")
+    trained = {t.number: t for t in study.trials if t.state.name == "COMPLETE"}
+    assert sorted(t.params["arch"] for t in trained.values()) == ["elunet", "unet"]
+    copies = [t for t in study.trials if t.state.name == "FAIL"]
+    assert copies and all(t.user_attrs["duplicate_of"] in trained for t in copies)
+    assert all(t.params == trained[t.user_attrs["duplicate_of"]].params for t in copies)
+    assert all(not t.user_attrs.get("mlflow_run_id") for t in copies)
+    assert len(children(summary.parent_run_id)) == 2 and summary.total_epochs == 2
+    assert MlflowClient().get_run(summary.parent_run_id).data.metrics["n_trials_duplicate"] == summary.n_duplicate

@@ -302,13 +302,5 @@ def log_probability_model(model: nn.Module, example_images: np.ndarray) -> None:
     A batch-2 example keeps the batch dimension dynamic in torch.export; the image size is
     fixed by the export and recorded as the `image_shape` param.
     """
-    from mlflow.models import infer_signature
-
-    wrapped = ClassProbabilities(model).eval()
     example = _tensor(example_images if len(example_images) >= 2 else np.repeat(example_images, 2, 0)).numpy()
-    with torch.inference_mode():
-        output = wrapped(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.log_model(wrapped, name=tracking.MODEL_ARTIFACT, input_example=example,
-                             signature=infer_signature(example, output),
-                             pip_requirements=tracking.model_pip_requirements())
-    mlflow.set_tag(tracking.TAG_CANDIDATE, "true")
+    tracking.log_candidate_model(ClassProbabilities(model), example)

@@ -266,18 +266,9 @@ def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: 
 
 
 def log_probability_model(model: nn.Module, example_tiles: np.ndarray) -> None:
-    from mlflow.models import infer_signature
-
-    wrapped = MaskProbabilities(model).eval()
     if len(example_tiles) < 2:  # batch 2 keeps the batch dimension dynamic in torch.export
         example_tiles = np.repeat(example_tiles, 2, 0)
-    example = tiles_tensor(example_tiles).numpy()
-    with torch.inference_mode():
-        output = wrapped(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.log_model(wrapped, name=tracking.MODEL_ARTIFACT, input_example=example,
-                             signature=infer_signature(example, output),
-                             pip_requirements=tracking.model_pip_requirements())
-    mlflow.set_tag(tracking.TAG_CANDIDATE, "true")
+    tracking.log_candidate_model(MaskProbabilities(model), tiles_tensor(example_tiles).numpy())
 
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: Path,

@@ -62,6 +62,7 @@ ATTR_PID = "pid"
 ATTR_COMPUTE = "compute"  # {"epochs": n, "cpu_s": s, "wall_s": s}, updated every epoch
 ATTR_REJECTED = "rejected"
 ATTR_SURPLUS = "surplus"
+ATTR_DUPLICATE = "duplicate_of"  # the number of the trial that already trained these params
 ATTR_ERROR = "error"
 STUDY_ATTR_DEFINITION = "search_definition"
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
@@ -454,6 +455,10 @@ class _Surplus(Exception):
     pass
 
 
+class _Duplicate(Exception):
+    pass
+
+
 @dataclass
 class SearchContext:
     settings: SearchSettings
@@ -777,6 +782,22 @@ def _claim(ctx: SearchContext, trial):
     return me
 
 
+def _twin(ctx: SearchContext, trial) -> int | None:
+    """The trial that trained (or is training) exactly these params already, if any: a
+    complete or pruned one, or a running one with a lower number (of two workers that drew
+    the same config at once, the later trial gives way)."""
+    from optuna.trial import TrialState
+
+    params = trial.params
+    for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                          TrialState.RUNNING)):
+        if t.number == trial.number or t.params != params:
+            continue
+        if t.state != TrialState.RUNNING or t.number < trial.number:
+            return t.number
+    return None
+
+
 def _rejection(ctx: SearchContext, config) -> str:
     """Why a sampled config cannot train ('' when it can), decided before any training."""
     try:
@@ -823,7 +844,7 @@ def make_objective(ctx: SearchContext) -> Callable:
         trial.set_user_attr(ATTR_COMPUTE, {"epochs": 0, "cpu_s": 0.0, "wall_s": 0.0})
         try:
             return _objective(trial)
-        except (optuna.TrialPruned, _Surplus, _Rejected, KeyboardInterrupt):
+        except (optuna.TrialPruned, _Surplus, _Rejected, _Duplicate, KeyboardInterrupt):
             raise
         except BaseException as exc:
             trial.set_user_attr(ATTR_ERROR, f"{type(exc).__name__}: {exc}"[:500])
@@ -840,6 +861,15 @@ def make_objective(ctx: SearchContext) -> Callable:
             trial.set_user_attr(ATTR_REJECTED, reason[:500])
             print(f"[search {ctx.name}] trial {trial.number} rejected before training: {reason}", file=sys.stderr)
             raise _Rejected(reason)
+        twin = _twin(ctx, trial)
+        if twin is not None:
+            # Samplers re-propose configs in a discrete space (TPE's first trials are random
+            # draws with replacement): training one again would spend a trial's compute to
+            # learn nothing. The copy ends FAIL with `duplicate_of`, costs nothing and does
+            # not count toward n_trials, so the search goes on to a config it has not seen.
+            trial.set_user_attr(ATTR_DUPLICATE, twin)
+            print(f"[search {ctx.name}] trial {trial.number} skipped: same config as trial {twin}", file=sys.stderr)
+            raise _Duplicate(f"same config as trial {twin}")
         prepared = ctx.prepared(config)
         retry_of = frozen.system_attrs.get("failed_trial")
         tags = tracking.process_tags() | {
@@ -919,9 +949,10 @@ def work(ctx: SearchContext) -> dict[str, int]:
     objective = make_objective(ctx)
     s = ctx.settings
     deadline = s.deadline if s.deadline else (time.time() + s.timeout if s.timeout else None)
-    ran = {"complete": 0, "pruned": 0, "failed": 0, "rejected": 0, "surplus": 0}
-    failures_in_row = rejected_in_row = 0
+    ran = {"complete": 0, "pruned": 0, "failed": 0, "rejected": 0, "surplus": 0, "duplicate": 0}
+    failures_in_row = rejected_in_row = duplicates_in_row = 0
     max_rejected = max(50, 5 * s.n_trials)
+    max_duplicates = max(30, 3 * s.n_trials)
     waited = False
     while True:
         recover(ctx)
@@ -948,14 +979,19 @@ def work(ctx: SearchContext) -> dict[str, int]:
         trial = _my_last_trial(ctx)
         if trial is None:
             continue
-        if trial.state.name == "COMPLETE":
-            ran["complete"] += 1
-            failures_in_row = rejected_in_row = 0
-        elif trial.state.name == "PRUNED":
-            ran["pruned"] += 1
-            failures_in_row = rejected_in_row = 0
+        if trial.state.name in ("COMPLETE", "PRUNED"):
+            ran["complete" if trial.state.name == "COMPLETE" else "pruned"] += 1
+            failures_in_row = rejected_in_row = duplicates_in_row = 0
         elif trial.user_attrs.get(ATTR_SURPLUS):
             ran["surplus"] += 1
+        elif trial.user_attrs.get(ATTR_DUPLICATE) is not None:
+            ran["duplicate"] += 1
+            duplicates_in_row += 1
+            if duplicates_in_row >= max_duplicates:
+                print(f"[search {ctx.name}] stopping: the sampler proposed {duplicates_in_row} configs in a row that "
+                      "were already trained (the space is exhausted or nearly so)", file=sys.stderr)
+                break
+            continue
         elif trial.user_attrs.get(ATTR_REJECTED):
             ran["rejected"] += 1
             rejected_in_row += 1
@@ -996,9 +1032,12 @@ class SearchSummary:
     total_epochs: int = 0
     total_cpu_s: float = 0.0
     storage: str = ""
+    n_duplicate: int = 0  # re-proposed configs skipped without training
 
     def line(self) -> str:
         done = f"{self.n_complete} complete, {self.n_pruned} pruned, {self.n_failed} failed, {self.n_rejected} rejected"
+        if self.n_duplicate:
+            done += f", {self.n_duplicate} duplicates skipped"
         if self.pareto_trials:
             best = f"Pareto trials {self.pareto_trials}"
         elif self.best_trial is not None and self.best_values:
@@ -1029,6 +1068,7 @@ def trials_table(ctx: SearchContext, trials, pareto: set[int], best: int | None)
             "best": t.number == best, "pareto_optimal": t.number in pareto,
             "retry_of": t.system_attrs.get("failed_trial"),
             "rejected": t.user_attrs.get(ATTR_REJECTED, ""), "surplus": bool(t.user_attrs.get(ATTR_SURPLUS)),
+            "duplicate_of": t.user_attrs.get(ATTR_DUPLICATE),
             "error": t.user_attrs.get(ATTR_ERROR, ""),
             "host": t.user_attrs.get(ATTR_HOST, ""), "pid": t.user_attrs.get(ATTR_PID, ""),
             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
@@ -1089,9 +1129,11 @@ def finalize(ctx: SearchContext, final: bool = True) -> SearchSummary:
     counts = _counts(trials)
     rejected = sum(1 for t in trials if t.user_attrs.get(ATTR_REJECTED))
     surplus = sum(1 for t in trials if t.user_attrs.get(ATTR_SURPLUS))
-    failed = counts["FAIL"] - rejected - surplus
+    duplicates = sum(1 for t in trials if t.user_attrs.get(ATTR_DUPLICATE) is not None)
+    failed = counts["FAIL"] - rejected - surplus - duplicates
     summary = SearchSummary(ctx.name, ctx.parent_run_id, ctx.settings.study, [o.metric for o in ctx.objectives],
-                            counts["COMPLETE"], counts["PRUNED"], failed, rejected, storage=safe_url(ctx.storage_url))
+                            counts["COMPLETE"], counts["PRUNED"], failed, rejected, storage=safe_url(ctx.storage_url),
+                            n_duplicate=duplicates)
     pid = ctx.parent_run_id
     pareto: set[int] = set()
     best_number = None
@@ -1135,6 +1177,7 @@ def finalize(ctx: SearchContext, final: bool = True) -> SearchSummary:
     client.log_batch(pid, metrics=[m for m in _metric_list({
         "n_trials_complete": counts["COMPLETE"], "n_trials_pruned": counts["PRUNED"],
         "n_trials_failed": failed, "n_trials_rejected": rejected, "n_trials_surplus": surplus,
+        "n_trials_duplicate": duplicates,
         "n_trials_running": counts["RUNNING"],
         "search_epochs_total": summary.total_epochs, "search_cpu_s_total": summary.total_cpu_s,
         "search_trial_wall_s_total": wall,
