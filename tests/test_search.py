@@ -508,12 +508,12 @@ def test_mammography_search_runs_the_mammography_study():
 
 
 def test_duplicate_configs_are_skipped_not_retrained():
-    """A re-proposed config is not trained again (no compute, no MLflow run, not counted);
-    a sampler that only re-proposes (the space is exhausted) ends the search cleanly."""
+    """A re-proposed config is not trained again (no compute, no MLflow run, not counted), an
+    untried one is queued instead, and a space with nothing left untried ends the search."""
     summary = driver.run_search(tiny(name="dupes", n_trials=3, epochs=1, sampler="random",
                                      space="arch=unet|elunet,depth=2,filters=2,lr=0.001,batch_size=8,equalization=none"))
     assert summary.n_complete == 2 and summary.n_failed == 0  # only two distinct configs exist
-    assert summary.n_duplicate >= 30 and "duplicates skipped" in summary.line()
+    assert summary.n_duplicate >= 1 and "duplicates skipped" in summary.line()
     study = load("dupes")
     trained = {t.number: t for t in study.trials if t.state.name == "COMPLETE"}
     assert sorted(t.params["arch"] for t in trained.values()) == ["elunet", "unet"]
@@ -523,3 +523,19 @@ def test_duplicate_configs_are_skipped_not_retrained():
     assert all(not t.user_attrs.get("mlflow_run_id") for t in copies)
     assert len(children(summary.parent_run_id)) == 2 and summary.total_epochs == 2
     assert MlflowClient().get_run(summary.parent_run_id).data.metrics["n_trials_duplicate"] == summary.n_duplicate
+    assert copies[-1].user_attrs.get("space_exhausted") is True  # the last copy found nothing untried
+
+
+def test_a_duplicate_queues_an_untried_config():
+    """TPE keeps proposing its best cell once it exploits; each copy queues an untried cell,
+    so n_trials distinct configs get trained while any are left."""
+    space = "arch=unet|elunet,depth=2|3,filters=2|4,lr=0.001,batch_size=8,equalization=none"  # 8 cells
+    summary = driver.run_search(tiny(name="fresh", n_trials=6, epochs=1, sampler="tpe:startup=2", space=space))
+    study = load("fresh")
+    trained = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(trained) == 6 and summary.n_complete + summary.n_pruned == 6
+    assert len({driver._config_key(t.params) for t in trained}) == 6  # all distinct
+    assert summary.n_duplicate >= 1  # (seed 0: TPE did re-propose, so the queueing was exercised)
+    for copy in (t for t in study.trials if t.user_attrs.get("duplicate_of") is not None):
+        queued = [t for t in study.trials if t.user_attrs.get("queued_after_duplicate") == copy.number]
+        assert len(queued) == 1 and driver._config_key(queued[0].params) != driver._config_key(copy.params)

@@ -63,6 +63,7 @@ ATTR_COMPUTE = "compute"  # {"epochs": n, "cpu_s": s, "wall_s": s}, updated ever
 ATTR_REJECTED = "rejected"
 ATTR_SURPLUS = "surplus"
 ATTR_DUPLICATE = "duplicate_of"  # the number of the trial that already trained these params
+ATTR_EXHAUSTED = "space_exhausted"  # a duplicate for which no untried config could be found
 ATTR_ERROR = "error"
 STUDY_ATTR_DEFINITION = "search_definition"
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
@@ -798,6 +799,31 @@ def _twin(ctx: SearchContext, trial) -> int | None:
     return None
 
 
+def _config_key(params: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def _enqueue_unseen(ctx: SearchContext, number: int, tries: int = 200) -> dict | None:
+    """Queue a random config (drawn from the trial's own distributions, seeded by the search
+    seed and the trial number) that no trial has tried, is running or is queued; None when
+    `tries` draws found none (the space is exhausted, or nearly)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = ctx.study.get_trials(deepcopy=False)
+    me = next(t for t in trials if t.number == number)
+    seen = {_config_key(t.params) for t in trials if t.params and t.user_attrs.get(ATTR_DUPLICATE) is None
+            and not t.user_attrs.get(ATTR_REJECTED)}
+    seen |= {_config_key(t.system_attrs.get("fixed_params") or {}) for t in trials if t.state == TrialState.WAITING}
+    sampler = optuna.samplers.RandomSampler(seed=(ctx.settings.seed or 0) * 100_003 + number)
+    for _ in range(tries):
+        params = {name: sampler.sample_independent(ctx.study, me, name, dist) for name, dist in me.distributions.items()}
+        if _config_key(params) not in seen:
+            ctx.study.enqueue_trial(params, user_attrs={"queued_after_duplicate": number})
+            return params
+    return None
+
+
 def _rejection(ctx: SearchContext, config) -> str:
     """Why a sampled config cannot train ('' when it can), decided before any training."""
     try:
@@ -863,12 +889,18 @@ def make_objective(ctx: SearchContext) -> Callable:
             raise _Rejected(reason)
         twin = _twin(ctx, trial)
         if twin is not None:
-            # Samplers re-propose configs in a discrete space (TPE's first trials are random
-            # draws with replacement): training one again would spend a trial's compute to
-            # learn nothing. The copy ends FAIL with `duplicate_of`, costs nothing and does
-            # not count toward n_trials, so the search goes on to a config it has not seen.
+            # Samplers re-propose configs of a discrete space (TPE's startup trials are random
+            # draws with replacement, and later it keeps exploiting the best cell): training
+            # one again spends a trial's compute to learn nothing. The copy ends FAIL with
+            # `duplicate_of` (no compute, no run, not counted toward n_trials), and a random
+            # config no trial has tried is queued as the next trial: a failed trial tells TPE
+            # nothing, so without that it would propose the same cell again.
             trial.set_user_attr(ATTR_DUPLICATE, twin)
-            print(f"[search {ctx.name}] trial {trial.number} skipped: same config as trial {twin}", file=sys.stderr)
+            fresh = _enqueue_unseen(ctx, trial.number)
+            if fresh is None:
+                trial.set_user_attr(ATTR_EXHAUSTED, True)
+            print(f"[search {ctx.name}] trial {trial.number} skipped: same config as trial {twin}; "
+                  + ("queued an untried config next" if fresh else "no untried config found"), file=sys.stderr)
             raise _Duplicate(f"same config as trial {twin}")
         prepared = ctx.prepared(config)
         retry_of = frozen.system_attrs.get("failed_trial")
@@ -987,9 +1019,9 @@ def work(ctx: SearchContext) -> dict[str, int]:
         elif trial.user_attrs.get(ATTR_DUPLICATE) is not None:
             ran["duplicate"] += 1
             duplicates_in_row += 1
-            if duplicates_in_row >= max_duplicates:
-                print(f"[search {ctx.name}] stopping: the sampler proposed {duplicates_in_row} configs in a row that "
-                      "were already trained (the space is exhausted or nearly so)", file=sys.stderr)
+            if trial.user_attrs.get(ATTR_EXHAUSTED) or duplicates_in_row >= max_duplicates:
+                print(f"[search {ctx.name}] stopping: every config of the space has been tried "
+                      f"({duplicates_in_row} re-proposed in a row, no untried one found)", file=sys.stderr)
                 break
             continue
         elif trial.user_attrs.get(ATTR_REJECTED):
