@@ -847,9 +847,10 @@ def index_page(info: dd.DashboardData, generated: str) -> Page:
         srows = pd.DataFrame([{"search": s.parent["run_name"] or s.parent["run_id"][:8], "study": s.study,
                                "trials": len(s.trials), "url": dd.run_url(info.ui_url, s.parent["experiment_id"],
                                                                           s.parent["run_id"]),
+                               "metric": s.metric,  # the trials' test metric, not the search's val objective
                                "best": s.trials[s.metric].max() if s.metric in s.trials and len(s.trials) else np.nan,
                                "cost axis": s.cost} for s in info.searches])
-        page.add(section("Searches", html_table(srows, ["search", "study", "trials", "best", "cost axis"],
+        page.add(section("Searches", html_table(srows, ["search", "study", "trials", "metric", "best", "cost axis"],
                                                 links={"search": lambda r: r["url"]}, scroll=False),
                          caption=f'Trials over time and the frontier found against the grid\'s: '
                                  f'<a href="{PAGE_FILES["search"]}">search page</a>.'))

@@ -306,6 +306,10 @@ def test_build_writes_self_contained_pages(tmp_path):
     assert "gate_beats_baseline" in patho and pages.FRONT_PAPER in patho
     search = (tmp_path / "out" / "search.html").read_text()
     assert pages.FRONT_GRID in search and "best so far" in search
+    # The overview's search table names the metric its "best" column is (the trials' test metric).
+    index_text = index.read_text()
+    searches_table = index_text[index_text.index(">Searches<"):][:4000]
+    assert '<th class="t">metric</th>' in searches_table and "test_jaccard" in searches_table
 
 
 def test_build_with_missing_data_shows_notes(tmp_path):
