@@ -10,7 +10,7 @@ and the assignment: a folder with one uncompressed .npy file per array, memory-m
 hit. Measured on the embedded set (benchmarks/data_pipeline.py): the former cache, one
 compressed .npz with flips recomputed on every hit, made a hit only ~5x faster than
 preprocessing from scratch, because zlib decompression (~60%) and the flips (~25%) were most
-of it; the mapped folder reads no pixel until a loader touches it (~85x). It costs disk: no
+of it; the mapped folder reads no pixel until a loader touches it (~33x). It costs disk: no
 compression and 4x the training tiles.
 """
 from __future__ import annotations

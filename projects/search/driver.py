@@ -812,8 +812,7 @@ def _enqueue_unseen(ctx: SearchContext, number: int, tries: int = 200) -> dict |
 
     trials = ctx.study.get_trials(deepcopy=False)
     me = next(t for t in trials if t.number == number)
-    seen = {_config_key(t.params) for t in trials if t.params and t.user_attrs.get(ATTR_DUPLICATE) is None
-            and not t.user_attrs.get(ATTR_REJECTED)}
+    seen = {_config_key(t.params) for t in trials if t.params}  # tried, running, rejected or a copy
     seen |= {_config_key(t.system_attrs.get("fixed_params") or {}) for t in trials if t.state == TrialState.WAITING}
     sampler = optuna.samplers.RandomSampler(seed=(ctx.settings.seed or 0) * 100_003 + number)
     for _ in range(tries):
