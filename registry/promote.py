@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import math
 import os
+import random
 import socket
 import sys
 import time
@@ -157,25 +158,36 @@ def _columns(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
-def _set_alias(client: MlflowClient, name: str, alias: str, version) -> None:
-    """Set an alias, retrying when a concurrent promotion wrote the same alias row first.
+# Messages of a write that lost a race on a unique key or a lock, per backend: SQLite,
+# PostgreSQL, MySQL/MariaDB. Such a write is safe to repeat once the other writer committed.
+_CONFLICT_MARKERS = ("UNIQUE constraint", "IntegrityError", "duplicate key", "Duplicate entry",
+                     "database is locked", "could not serialize", "deadlock detected", "Deadlock found")
 
-    The SQL stores implement set-alias as delete-then-insert; two writers racing on one alias
-    can make the second insert hit the unique key. The retry re-runs it after the other
-    writer committed; verify-after-write then settles which version holds the alias.
+
+def _is_conflict(exc: Exception) -> bool:
+    return any(marker in str(exc) for marker in _CONFLICT_MARKERS)
+
+
+def retry_conflicts(write, *args, attempts: int = 8, **kwargs):
+    """Run one registry write, repeating it when a concurrent writer won a race on the same row.
+
+    MLflow's SQL stores implement tag and alias writes as read-then-insert (or
+    delete-then-insert): two promotions writing the same version tag or alias at once can
+    make the second insert hit the unique key (seen in CI: `UNIQUE constraint failed:
+    model_version_tags`). Repeating the write after the other one committed makes it an
+    update; verify-after-write (`reconcile`) then settles which value stands.
     """
-    import random
-    import time
-
-    for attempt in range(6):
+    for attempt in range(attempts):
         try:
-            client.set_registered_model_alias(name, alias, version)
-            return
-        except mlflow.exceptions.MlflowException as exc:
-            if "UNIQUE constraint" not in str(exc) and "IntegrityError" not in str(exc) \
-                    and "duplicate key" not in str(exc) or attempt == 5:
+            return write(*args, **kwargs)
+        except MlflowException as exc:
+            if not _is_conflict(exc) or attempt == attempts - 1:
                 raise
-            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+        time.sleep(0.02 * (attempt + 1) + random.random() * 0.05)
+
+
+def _set_alias(client: MlflowClient, name: str, alias: str, version) -> None:
+    retry_conflicts(client.set_registered_model_alias, name, alias, version)
 
 
 # --- reading the store -----------------------------------------------------------------------
@@ -289,7 +301,7 @@ def register_run(run_id: str, name: str | None = None, client: MlflowClient | No
         policy = None  # a model no policy maintains can still hold versions
     _ensure_registered_model(client, name, policy)
     source, model_id = _model_source(client, run)
-    mv = client.create_model_version(name, source, run_id=run_id, tags=_registration_tags(run),
+    mv = retry_conflicts(client.create_model_version, name, source, run_id=run_id, tags=_registration_tags(run),
                                      description=describe_run(run), model_id=model_id)
     # Two registrations of one run may race: the lowest version wins and the other is removed
     # by the process that created it (anyone who sees the higher one also sees the lower one).
@@ -376,7 +388,7 @@ def _ensure_registered_model(client: MlflowClient, name: str, policy: Policy | N
         description = (f"{policy.description}\n\nAliases are set only by `python -m registry.promote` "
                        f"(MLproject entry point `promote`) from registry/policies/{policy.path.name}:\n{rules}")
     try:
-        client.create_registered_model(name, tags=tags, description=description or None)
+        retry_conflicts(client.create_registered_model, name, tags=tags, description=description or None)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
@@ -431,8 +443,8 @@ def _by() -> str:
 def _write_version_audit(client: MlflowClient, name: str, alias: str, entry: dict) -> None:
     for key in AUDIT_FIELDS:
         value = entry.get("previous") if key == "previous_version" else entry.get(key)
-        client.set_model_version_tag(name, entry["version"], promotion_key(alias, key),
-                                     "none" if value is None else str(value))
+        retry_conflicts(client.set_model_version_tag, name, entry["version"], promotion_key(alias, key),
+                        "none" if value is None else str(value))
 
 
 def _append_history(client: MlflowClient, name: str, alias: str, entry: dict) -> None:
@@ -440,7 +452,7 @@ def _append_history(client: MlflowClient, name: str, alias: str, entry: dict) ->
     if history and history[-1].get("version") == entry["version"] and history[-1].get("at") == entry["at"]:
         return
     history = (history + [entry])[-HISTORY_LIMIT:]
-    client.set_registered_model_tag(name, audit_key(alias), json.dumps(history, separators=(",", ":")))
+    retry_conflicts(client.set_registered_model_tag, name, audit_key(alias), json.dumps(history, separators=(",", ":")))
 
 
 def _entry_from_tags(version: str, alias: str, tags: dict[str, str]) -> dict | None:
@@ -696,7 +708,7 @@ class _Promotion:
         if d.status == REMOVED:
             previous = _alias_holder(client, name, rule.alias)
             if previous is not None:
-                client.delete_registered_model_alias(name, rule.alias)
+                retry_conflicts(client.delete_registered_model_alias, name, rule.alias)
                 _append_history(client, name, rule.alias, {
                     "version": None, "previous": previous, "at": _now(), "kind": "remove",
                     "policy": self.policy.ref, "rule": f"{rule.describe()}: {d.note}", "by": _by()})
@@ -820,14 +832,14 @@ def rollback(name: str, alias: str, dry_run: bool = False, *, client: MlflowClie
             gates = f"passed: {G.GATE_SMOKE} (re-checked for the rollback)" + (f"; when promoted {earlier}" if earlier else "")
         if d.status == ROLLED_BACK:
             at = _now()
-            client.set_model_version_tag(name, holder, rolled_back_key(alias), at)
+            retry_conflicts(client.set_model_version_tag, name, holder, rolled_back_key(alias), at)
             entry = {"version": target, "previous": holder, "at": at, "kind": "rollback", "policy": policy.ref,
                      "rule": f"rollback of {_vlabel(holder)} to its previous holder",
                      "metric": old.get(promotion_key(alias, "metric"), ""),
                      "value": old.get(promotion_key(alias, "value"), ""),
                      "compared": old.get(promotion_key(alias, "compared"), ""), "gates": gates, "by": _by()}
             if target is None:
-                client.delete_registered_model_alias(name, alias)
+                retry_conflicts(client.delete_registered_model_alias, name, alias)
             else:
                 _write_version_audit(client, name, alias, entry)
                 _set_alias(client, name, alias, target)
