@@ -75,7 +75,7 @@ def machine() -> dict[str, str]:
     """What decides this machine's numbers (logged as params, printed under every table)."""
     import torch
 
-    from projects import runtime
+    from projects.core import runtime
 
     threads = runtime.thread_settings()
     info = {

@@ -29,7 +29,7 @@ from benchmarks import SECTIONS, Section, Table, load_average, machine  # noqa: 
 
 
 def parse_args(argv: list[str] | None):
-    from projects.cli import str2bool, str_list
+    from projects.core.cli import str2bool, str_list
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", type=str2bool, default=True,
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_mlflow:
         import mlflow
 
-        from projects import tracking
+        from projects.core import tracking
 
         tracking.setup_tracking()
         experiment_id = tracking.ensure_experiment(tracking.EXPERIMENTS["benchmark"])

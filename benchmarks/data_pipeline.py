@@ -11,7 +11,7 @@ training step waits for data.
    cache format is measured in the same rounds: un-flipped tiles in one compressed .npz,
    decompressed and flipped on every hit (5x in the run that made us replace it: zlib
    ~60% and the flips ~25% of a hit).
-2. Data wait: the study's training loop (`projects.training.fit` over the study's
+2. Data wait: the study's training loop (`projects.core.training.fit` over the study's
    `TileDataset` + `DataLoader`, as `projects.pathology.study.run` builds them) with the
    loader wrapped so the time spent in `next(loader)` is summed. Share = data wait / the
    loop's wall time (target: under 5%). Measured for the study's default model (ELU-Net
@@ -138,7 +138,7 @@ def data_wait(arch: str, filters: int, depth: int, tile: int, batches: int) -> d
     from projects.pathology import study
     from projects.pathology.config import PathologyConfig
     from projects.pathology.models import build_model
-    from projects.training import TrainConfig, fit, seed_everything
+    from projects.core.training import TrainConfig, fit, seed_everything
 
     config = PathologyConfig(arch=arch, filters=filters, depth=depth, tile_size=tile, progress=False)
     prepared = study.prepare_data(config)
@@ -234,7 +234,7 @@ def run(quick: bool, log=print) -> Section:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from projects.cli import str2bool
+    from projects.core.cli import str2bool
 
     parser = argparse.ArgumentParser(description="Pathology data pipeline: cache and data wait")
     parser.add_argument("--quick", type=str2bool, default=True)

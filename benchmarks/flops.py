@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", default="true")
     args = parser.parse_args(argv)
-    from projects.cli import str2bool
+    from projects.core.cli import str2bool
 
     quick = str2bool(args.quick)
     rt = runtimes.run(quick)

@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from benchmarks import Section, Table, interleaved, load_average, median, metric_key, percentile
-from projects import onnx_runtime
-from projects.onnx_runtime import fold_batchnorm
+from projects.core import onnx_runtime
+from projects.core.onnx_runtime import fold_batchnorm
 
 EXACT_ATOL = 1e-4  # exact variants: outputs within this of eager's
 METRIC_TOLERANCE = 0.005  # approximate variants: |change of Jaccard / F1| below this
@@ -173,7 +173,7 @@ def case_data(case: ModelCase, size: int) -> CaseData:
 
 
 def _weights_dir() -> Path:
-    from projects import runtime
+    from projects.core import runtime
 
     return runtime.cache_dir() / "benchmarks" / "weights"
 
@@ -228,7 +228,7 @@ def _save_atomic(state: dict, path: Path) -> None:
 def _train(case: ModelCase, data: CaseData, recipe: dict) -> nn.Module:
     from torch.utils.data import DataLoader, Subset, TensorDataset
 
-    from projects.training import TrainConfig, fit, seed_everything
+    from projects.core.training import TrainConfig, fit, seed_everything
 
     gen = seed_everything(0)
     model = case.build()
@@ -294,7 +294,7 @@ class Variant:
 
 
 def _load_fp32(ctx: Context) -> nn.Module:
-    from projects.efficiency import load_weights
+    from projects.core.efficiency import load_weights
 
     return load_weights(ctx.case.build(), ctx.weights).eval()
 
@@ -494,7 +494,7 @@ def fastest_runtime(model_results: dict, by: str = "protocol_total_s", exact_onl
 def _measure_model(case: ModelCase, cfg: Settings, probes: dict, probe_samples: dict,
                    log: Callable[[str], None]) -> dict:
     from benchmarks.flops import count_flops
-    from projects.efficiency import count_params
+    from projects.core.efficiency import count_params
 
     data = case_data(case, cfg.size)
     weights, how = trained_weights(case, cfg.quick)
@@ -682,7 +682,7 @@ def _section(results: dict, cfg: Settings) -> Section:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from projects.cli import str2bool, str_list
+    from projects.core.cli import str2bool, str_list
 
     parser = argparse.ArgumentParser(description="CPU runtime variants, side by side")
     parser.add_argument("--quick", type=str2bool, default=True)

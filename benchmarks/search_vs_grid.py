@@ -158,7 +158,7 @@ def _unavailable(sec: Section, reason: str) -> Section:
 
 
 def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
-    from projects import tracking
+    from projects.core import tracking
 
     cfg = settings(quick)
     sec = Section("search_vs_grid")
@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import mlflow
 
-    from projects import tracking
-    from projects.cli import str2bool
+    from projects.core import tracking
+    from projects.core.cli import str2bool
 
     parser = argparse.ArgumentParser(description="Pruned Optuna search vs the full grid")
     parser.add_argument("--quick", type=str2bool, default=True)

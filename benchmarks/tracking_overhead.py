@@ -2,7 +2,7 @@
 
 Variants, interleaved round by round (A B C A B C ...), same data, same seed:
 
-    none     the platform's training loop (projects.training.fit, log=False), no run at all
+    none     the platform's training loop (projects.core.training.fit, log=False), no run at all
     mlflow   what a study run logs around the same loop: a run with the standard tags
              (git commit included), the config as params, per-epoch metrics (train_loss,
              val_loss, val_jaccard), the weights file and a PNG as artifacts, and the MLflow
@@ -89,10 +89,10 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
     import mlflow
     import torch
 
-    from projects import efficiency, tracking
+    from projects.core import efficiency, tracking
     from projects.pathology import study
     from projects.pathology.models import build_model
-    from projects.training import TrainConfig, fit, seed_everything
+    from projects.core.training import TrainConfig, fit, seed_everything
 
     cfg = settings(quick)
     config, prepared, train, val, DataLoader = _workload(cfg)
@@ -243,8 +243,8 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from projects import tracking
-    from projects.cli import str2bool
+    from projects.core import tracking
+    from projects.core.cli import str2bool
 
     parser = argparse.ArgumentParser(description="MLflow tracking overhead on a short training loop")
     parser.add_argument("--quick", type=str2bool, default=True)

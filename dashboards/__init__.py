@@ -6,7 +6,7 @@
 (and finds Pareto fronts); `dashboards.pages` turns them into self-contained HTML pages
 (plotly.js embedded once per page, images as data URIs: they open offline from disk);
 `dashboards.build.build_and_log()` writes the pages and logs them to a `dashboard` run.
-Nothing here imports training code: only `projects.tracking` (names) and the papers'
+Nothing here imports training code: only `projects.core.tracking` (names) and the papers'
 published numbers.
 """
 from __future__ import annotations

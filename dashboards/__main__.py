@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from projects import cli
+from projects.core import cli
 
 
 @cli.entry_point

@@ -13,7 +13,7 @@ import mlflow
 
 from dashboards import data as dd
 from dashboards import pages
-from projects import runtime, tracking
+from projects.core import runtime, tracking
 
 DEFAULT_OUT = runtime.REPO_ROOT / "dashboards" / "out"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"

@@ -7,7 +7,7 @@ goes through `MlflowClient`. One row per run, one column per setting or number:
     table = study_table("pathology", runs)   # finished runs of one study that have a result
     front = pareto_front(table, "params_count", "test_jaccard")
 
-Names (tags, metrics, experiments, registered models) come from `projects.tracking`; the
+Names (tags, metrics, experiments, registered models) come from `projects.core.tracking`; the
 papers' published numbers from their two constant modules. No training code is imported.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from projects import tracking
-from projects.stats import mean_ci95
+from projects.core import tracking
+from projects.core.stats import mean_ci95
 
 # --- what "accuracy" and "cost" mean on the pages --------------------------------------------
 # The y axis of every trade-off chart: held-out accuracy (mammography), per-tile Jaccard (pathology).

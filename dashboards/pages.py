@@ -23,7 +23,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from dashboards import data as dd
-from projects import tracking
+from projects.core import tracking
 
 PAGE_FILES = {"index": "index.html", "mammography": "mammography.html", "pathology": "pathology.html",
               "search": "search.html"}

@@ -4,10 +4,10 @@ Importing the package first applies the runtime defaults (offline, passive OpenM
 embedded store) and the torchvision CPU shim, so that everything after it can import
 torch, torchvision, timm and segmentation_models_pytorch safely.
 """
-from projects import runtime as _runtime
+from projects.core import runtime as _runtime
 
 _runtime.apply_env_defaults()
 
-from projects import torchvision_compat as _tv  # noqa: E402
+from projects.core import torchvision_compat as _tv  # noqa: E402
 
 _tv.install()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from projects import tracking
+from projects.core import tracking
 from registry.policy import BaselineGate, ParetoSpec
 
 GATE_METRICS = "metrics"

@@ -19,15 +19,15 @@ from typing import Any
 
 import yaml
 
-from projects import tracking
-from projects.errors import InputError
+from projects.core import tracking
+from projects.core.errors import InputError
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 CHAMPION = "champion"  # the alias the data-digest gate compares against
 
 _ALIAS_RE = re.compile(r"^[A-Za-z][\w\-]*$")  # MLflow: alphanumerics, _ and -; not v<digits>
 _METRIC_RE = re.compile(r"^[A-Za-z][\w.\-/]*$")
-# Metric names follow projects.tracking's conventions: held-out results, baselines,
+# Metric names follow projects.core.tracking's conventions: held-out results, baselines,
 # per-epoch curves, and the efficiency numbers.
 _METRIC_PREFIXES = ("test_", "baseline_", "val_", "cpu_")
 _KNOWN_METRICS = frozenset(tracking.EFFICIENCY_METRICS + (

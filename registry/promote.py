@@ -46,12 +46,12 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from projects import cli, tracking
-from projects.errors import InputError
+from projects.core import cli, tracking
+from projects.core.errors import InputError
 from registry import gates as G
 from registry.policy import CHAMPION, AliasRule, Policy, find_policy, load_policies
 
-# --- names on the registry (the registry's own; run names come from projects.tracking) ----
+# --- names on the registry (the registry's own; run names come from projects.core.tracking) ----
 HISTORY_LIMIT = 50
 AUDIT_FIELDS = ("policy", "rule", "metric", "value", "compared", "gates", "previous_version", "at", "kind", "by")
 TAG_POLICY = "policy"  # registered-model tag: the policy file that maintains its aliases

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 from projects.mammography import data as mias
 from projects.mammography import study as mammo_study
 from projects.mammography.cli import main as mammography_main

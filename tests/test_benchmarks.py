@@ -1,7 +1,7 @@
 """Benchmarks: the correctness parts only (never speed).
 
 - ONNX export of the pathology models matches eager PyTorch within 1e-4, and a mismatch is
-  caught, through the same helper the platform's CPU timing uses (projects/onnx_runtime.py);
+  caught, through the same helper the platform's CPU timing uses (projects/core/onnx_runtime.py);
 - FLOP counting agrees with the hand formula 2 * Cin * Cout * k * k * Hout * Wout;
 - the runtime variants' building blocks (batch-norm folding, selection of the fastest
   correct runtime, interleaved timing order) do what they claim;
@@ -21,7 +21,7 @@ from torch import nn
 
 from benchmarks import interleaved, percentile
 from benchmarks.flops import conv2d_flops, count_flops
-from projects import onnx_runtime
+from projects.core import onnx_runtime
 from projects.pathology.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_flop_count_of_a_model_is_the_sum_of_its_convs():
 
 # --- runtime building blocks --------------------------------------------------------------------------
 def test_fold_batchnorm_keeps_outputs():
-    from projects.onnx_runtime import fold_batchnorm
+    from projects.core.onnx_runtime import fold_batchnorm
 
     model = _trained_like(build_model("elunet", 4, 3))
     x = torch.rand(2, 3, 32, 32)

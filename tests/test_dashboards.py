@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from dashboards import build as dash_build
 from dashboards import data as dd
 from dashboards import pages
-from projects import tracking
+from projects.core import tracking
 
 UI = "http://mlflow.example:5000"
 JACCARD, ACC, F1 = tracking.test_metric("jaccard"), tracking.test_metric("accuracy"), tracking.test_metric("f1_macro")

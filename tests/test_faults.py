@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from projects import tracking
+from projects.core import tracking
 from projects.mammography.cli import main as mammography_main
 
 from conftest import running_runs
@@ -261,7 +261,7 @@ class _CutOffServer:
 
 def test_an_answer_cut_off_mid_body_is_sent_again_with_the_whole_upload(tmp_path):
     """MLflow itself gives up at once on a truncated answer (the load test lost runs to it when
-    the server was killed); projects.tracking.install_http_body_retry sends the request again,
+    the server was killed); projects.core.tracking.install_http_body_retry sends the request again,
     rewinding an upload so the server gets the whole file the second time too."""
     import requests
     from mlflow.utils import rest_utils

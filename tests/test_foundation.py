@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from projects import efficiency, runtime, tracking
-from projects.errors import InputError
+from projects.core import efficiency, runtime, tracking
+from projects.core.errors import InputError
 
 
 def test_cpu_torch_and_no_cuda_packages():

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from projects import tracking
+from projects.core import tracking
 from conftest import running_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_main_job_smoke_profile_runs_every_stage(tmp_path):
     out = tmp_path / "dash"
-    proc = subprocess.run([sys.executable, "-m", "projects.main", "--profile", "smoke", "--dashboard-out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.main", "--profile", "smoke", "--dashboard-out", str(out)],
                           cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in ("1/5 mammography grid", "2/5 pathology grid", "3/5 architecture search",

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 from projects.mammography.data import (
     CLASSES_7,
     TASKS,

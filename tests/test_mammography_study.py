@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from projects import tracking
-from projects.errors import InputError
+from projects.core import tracking
+from projects.core.errors import InputError
 from projects.mammography import grid as grid_mod
 from projects.mammography import study
 from projects.mammography.cli import main as mammography_main

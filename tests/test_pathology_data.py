@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 from projects.pathology import data
 from projects.pathology.data import SegSample, dataset_digest, discover, load_pair, read_mpp_csv
 from projects.pathology.preprocess import (

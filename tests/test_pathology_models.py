@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import projects  # noqa: F401  (torchvision shim before smp/timm)
-from projects.errors import InputError
+from projects.core.errors import InputError
 from projects.pathology.models import (
     ARCHS,
     ELUNet,

@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from projects import tracking
-from projects.errors import InputError
+from projects.core import tracking
+from projects.core.errors import InputError
 from projects.pathology import grid as grid_mod
 from projects.pathology import study
 from projects.pathology.cli import main as pathology_main

@@ -1,6 +1,6 @@
 """Registry: policies, gates, promotion, rollback and races, on real MLflow stores and models.
 
-Runs are made the way the studies make them (tags and metrics from projects.tracking, a
+Runs are made the way the studies make them (tags and metrics from projects.core.tracking, a
 pt2 pyfunc model logged under tracking.MODEL_ARTIFACT) but with tiny torch models, so each
 test takes seconds. The end-to-end test trains a real small pathology grid (slow).
 """
@@ -21,8 +21,8 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from projects import tracking
-from projects.errors import InputError
+from projects.core import tracking
+from projects.core.errors import InputError
 from registry import gates as G
 from registry import promote as P
 from registry.policy import load_policies, load_policy

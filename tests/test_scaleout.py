@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from projects import loadtest as LT
+from tools import loadtest as LT
 
 from conftest import running_runs
 from test_bad_inputs import store_from_template  # noqa: F401 (autouse fixture)

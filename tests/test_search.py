@@ -21,8 +21,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from projects import tracking
-from projects.errors import InputError
+from projects.core import tracking
+from projects.core.errors import InputError
 from projects.pathology.config import PathologyConfig
 from projects.search import driver, spaces
 from projects.search.__main__ import main as search_main

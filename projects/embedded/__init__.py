@@ -4,7 +4,7 @@
     mias_dir = ensure_mias()   # Info.txt + mdb001.pgm ... mdb322.pgm (mini-MIAS layout)
     paip_dir = ensure_paip()   # img/, mask/tumor/, mask/non_tumor/, cellularity_mpp.csv
 
-Each is generated on first use into `projects.runtime.cache_dir() / "embedded"` and reused
+Each is generated on first use into `projects.core.runtime.cache_dir() / "embedded"` and reused
 afterwards. A data set is built in a temporary sibling folder, marked complete last, then
 renamed into place in one step, so a generator killed half-way never leaves a data set that
 looks usable. Bump DATASETS_VERSION whenever a generator's output changes: the folder names
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from projects import runtime
+from projects.core import runtime
 
 DATASETS_VERSION = 1
 MARKER = ".complete"  # written last inside a finished data set

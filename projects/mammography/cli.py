@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from projects import cli, tracking
+from projects.core import cli, tracking
 from projects.mammography import grid as grid_mod
 from projects.mammography import study
 from projects.mammography.config import MammographyConfig

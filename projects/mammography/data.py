@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 CLASSES_7 = ("ARCH", "ASYM", "CALC", "CIRC", "MISC", "NORM", "SPIC")
 TASKS = ("7class", "benign_malignant", "normal_abnormal")

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import mlflow
 import pandas as pd
 
-from projects import tracking
-from projects.grid_runner import GridCell, log_tables, run_cells
-from projects.errors import InputError
+from projects.core import tracking
+from projects.core.grid import GridCell, log_tables, run_cells
+from projects.core.errors import InputError
 from projects.mammography import paper, study
 from projects.mammography.config import MammographyConfig
-from projects.stats import mean_ci95
+from projects.core.stats import mean_ci95
 
 
 @dataclass

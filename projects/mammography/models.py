@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 # Films are scaled to [0, 1]; a fixed normalisation keeps the logged model self-contained.
 _MEAN, _STD = 0.5, 0.25

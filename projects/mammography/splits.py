@@ -34,7 +34,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 MIAS_ID_RE = re.compile(r"mdb([0-9]{3})")
 SPLITS = ("train", "val", "test")

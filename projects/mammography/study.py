@@ -18,15 +18,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects import efficiency, tracking
-from projects.digest import digest_files
-from projects.errors import InputError
+from projects.core import efficiency, tracking
+from projects.core.digest import digest_files
+from projects.core.errors import InputError
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
 from projects.mammography.models import ClassProbabilities, build_classifier
 from projects.mammography.splits import parse_ratio, split_films, split_table
-from projects.training import EpochHook, TrainConfig, fit, seed_everything
+from projects.core.training import EpochHook, TrainConfig, fit, seed_everything
 
 STUDY = "mammography"
 

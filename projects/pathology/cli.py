@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from projects import cli, tracking
+from projects.core import cli, tracking
 from projects.pathology import grid as grid_mod
 from projects.pathology import study
 from projects.pathology.config import PathologyConfig

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 PAIP_CSV = "cellularity_mpp.csv"

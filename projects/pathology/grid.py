@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import mlflow
 import pandas as pd
 
-from projects import tracking
-from projects.grid_runner import GridCell, log_tables, run_cells
+from projects.core import tracking
+from projects.core.grid import GridCell, log_tables, run_cells
 from projects.pathology import study
 from projects.pathology.config import PathologyConfig
 from projects.pathology.paper import TABLE_V

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 from projects.pathology import data
 from projects.pathology.data import SegSample
 

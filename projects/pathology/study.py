@@ -16,14 +16,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from projects import efficiency, runtime, tracking
-from projects.errors import InputError
+from projects.core import efficiency, runtime, tracking
+from projects.core.errors import InputError
 from projects.pathology import data as seg_data
 from projects.pathology import metrics as seg_metrics
 from projects.pathology import preprocess
 from projects.pathology.config import PathologyConfig
 from projects.pathology.models import build_model, min_input_multiple
-from projects.training import EpochHook, TrainConfig, fit, seed_everything
+from projects.core.training import EpochHook, TrainConfig, fit, seed_everything
 
 STUDY = "pathology"
 TASK = "tumor"

@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from projects import cli
-from projects.errors import InputError
+from projects.core import cli
+from projects.core.errors import InputError
 
 
 def _float(text: str) -> float:

@@ -38,11 +38,11 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from projects import runtime, tracking
-from projects.errors import InputError
+from projects.core import runtime, tracking
+from projects.core.errors import InputError
 from projects.search import spaces
 
-# --- names (search's own; the shared ones come from projects.tracking) --------------------
+# --- names (search's own; the shared ones come from projects.core.tracking) --------------------
 TAG_SEARCH_NAME = tracking.TAG_SEARCH_NAME
 TAG_TRIAL_NUMBER = tracking.TAG_TRIAL_NUMBER
 TAG_TRIAL_STATE = tracking.TAG_TRIAL_STATE
@@ -146,7 +146,7 @@ class MammographyAdapter:
         return self.study().prepare_data(config)
 
     def count_params(self, config, prepared) -> int:
-        from projects.efficiency import count_params
+        from projects.core.efficiency import count_params
         from projects.mammography.models import build_classifier
 
         return count_params(build_classifier(config.arch, len(prepared.class_names)))

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projects.cli import str2bool
-from projects.errors import InputError
+from projects.core.cli import str2bool
+from projects.core.errors import InputError
 
 # --- one entry of a space ---------------------------------------------------------------
 

@@ -5,7 +5,7 @@
     count_params_keras(model)                             # comparable with the paper's Table V
 
 count_params (trainable, PyTorch) and count_params_keras (Keras' total: every weight plus
-each batch norm's two moving statistics, i.e. 4 per BN channel) are projects.efficiency's,
+each batch norm's two moving statistics, i.e. 4 per BN channel) are projects.core.efficiency's,
 re-exported here.
 
 All models take RGB (B, 3, H, W) with H, W divisible by `min_input_multiple(arch, depth)`
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from projects.efficiency import count_params, count_params_keras  # defined once, shared
-from projects.errors import InputError
+from projects.core.efficiency import count_params, count_params_keras  # defined once, shared
+from projects.core.errors import InputError
 from projects.pathology.models.elunet import UPSAMPLE_MODES, ELUNet
 from projects.pathology.models.smp_models import PREFIX as SMP_PREFIX
 from projects.pathology.models.smp_models import build_smp, smp_output_stride

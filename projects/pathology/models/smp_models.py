@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 PREFIX = "smp"
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 
 def keras_init_(module: nn.Module) -> None:

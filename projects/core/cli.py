@@ -7,7 +7,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-from projects.errors import InputError
+from projects.core.errors import InputError
 
 
 def str2bool(text: str) -> bool:

@@ -18,8 +18,8 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from projects import runtime
-from projects.errors import InputError
+from projects.core import runtime
+from projects.core.errors import InputError
 
 # --- experiments and registered models -------------------------------------------------
 STUDIES = ("mammography", "pathology")
@@ -69,7 +69,7 @@ REQUIRED_TAGS = (TAG_STUDY, TAG_TASK, TAG_ARCH, TAG_SPLIT, TAG_AUGMENT, TAG_SEED
                  TAG_GIT_COMMIT, TAG_DATASET_DIGEST)
 
 # --- metrics --------------------------------------------------------------------------------
-# Efficiency, logged by every trained model (see projects/efficiency.py).
+# Efficiency, logged by every trained model (see projects/core/efficiency.py).
 M_PARAMS = "params_count"  # trainable parameters (PyTorch)
 M_PARAMS_KERAS = "params_count_keras"  # Keras total: + batch-norm moving statistics
 M_SIZE_MB = "model_size_mb"  # bytes of the saved weights file / 1e6

@@ -10,7 +10,7 @@ import os
 import platform
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Why each default:
 # - OMP_WAIT_POLICY=PASSIVE: OpenMP's busy-waiting made a 2-thread resnet101 forward pass

@@ -1,7 +1,7 @@
 """Load test of a (team) tracking server: K worker processes log short runs and Optuna trials
 for a bounded time, then everything is read back and checked to have arrived exactly once.
 
-    python -m projects.loadtest --workers 4 --seconds 30 --tracking-uri http://127.0.0.1:5000 \
+    python -m tools.loadtest --workers 4 --seconds 30 --tracking-uri http://127.0.0.1:5000 \
         --optuna-storage postgresql://postgres@127.0.0.1:5432/medimg_optuna
 
 What one worker does, until its deadline (all workers start together, after their imports):
@@ -25,7 +25,7 @@ the run's key and final loss.
 Exactly once across server crashes. MLflow's client retries every request (connection
 refused, reset, 5xx) with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7;
 MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, default 2: ~4 minutes in all), and the platform adds the
-retry of an answer cut off mid-body (projects.tracking.install_http_body_retry). Retried
+retry of an answer cut off mid-body (projects.core.tracking.install_http_body_retry). Retried
 metric, param, tag, artifact and end-run writes are idempotent on the server (a metric is
 keyed by name, step, timestamp and value). Creating a run is not: when the server commits a
 new run and dies before its answer is through, the retry creates a second, empty one. Each
@@ -103,7 +103,7 @@ class LoadSettings:
 
 
 def _check_settings(s: LoadSettings) -> None:
-    from projects.errors import InputError
+    from projects.core.errors import InputError
 
     if s.workers < 1:
         raise InputError("--workers", f"must be at least 1, got {s.workers}")
@@ -224,7 +224,7 @@ def prepare_worker(settings: LoadSettings) -> _WorkerContext:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from projects.tracking import install_http_body_retry
+    from projects.core.tracking import install_http_body_retry
 
     install_http_body_retry()  # the platform's client behaviour, as every entry point has it
     client = MlflowClient(tracking_uri=settings.tracking_uri)
@@ -368,7 +368,7 @@ class Report:
     run_latency_p95_s: float = 0.0
     run_latency_max_s: float = 0.0
     duplicates_removed: int = 0
-    cut_off_answers_resent: int = 0  # from the workers' logs (projects.tracking.install_http_body_retry)
+    cut_off_answers_resent: int = 0  # from the workers' logs (projects.core.tracking.install_http_body_retry)
     per_worker: dict[str, int] = field(default_factory=dict)
     worker_errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -439,7 +439,7 @@ class LoadTest:
         for i in range(s.workers):
             log = open(out / f"worker-{i}.log", "w")
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "projects.loadtest", "--worker-index", str(i),
+                [sys.executable, "-m", "tools.loadtest", "--worker-index", str(i),
                  "--worker-settings", str(out / "settings.json")],
                 cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT))
             log.close()
@@ -511,7 +511,7 @@ def verify(settings: LoadSettings, returncodes: list[int | None] | None = None) 
             rep.worker_errors.append(f"worker {i} exited with code {code}")
         log = out / f"worker-{i}.log"
         if log.is_file():
-            from projects.tracking import BODY_RETRY_WARNING
+            from projects.core.tracking import BODY_RETRY_WARNING
 
             rep.cut_off_answers_resent += log.read_text(errors="replace").count(BODY_RETRY_WARNING)
 
@@ -657,7 +657,7 @@ def run_load(settings: LoadSettings, during=None, timeout: float = 600.0) -> Rep
 # --- CLI --------------------------------------------------------------------------------------
 def _check_server(uri: str) -> None:
     """Fail in seconds, not after MLflow's ~4 minutes of retries, when nothing answers."""
-    from projects.errors import InputError
+    from projects.core.errors import InputError
 
     if not uri.startswith(("http://", "https://")):
         return
@@ -671,7 +671,7 @@ def _check_server(uri: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from projects import cli
+    from projects.core import cli
 
     d = LoadSettings(tracking_uri="")
     p = argparse.ArgumentParser(prog="loadtest", description=__doc__,
@@ -706,7 +706,7 @@ def _worker_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from projects import cli
+    from projects.core import cli
 
     args = build_parser().parse_args(argv)
     if args.worker_settings:

@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from projects import tracking
+from projects.core import tracking
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The CPU protocol follows the pathology paper: time from loading the saved model file to
 the end of predicting N images, on the CPU. Wall-clock (`time.perf_counter`) is measured,
 because that is what a user waits for; the thread settings that decide it are logged
-beside it (projects.runtime.thread_settings).
+beside it (projects.core.runtime.thread_settings).
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def time_cpu_runtimes(build: Callable[[], nn.Module], weights_path: Path, images
     run). ONNX Runtime is measured rather than assumed faster: benchmarks/RESULTS.md."""
     metrics = time_cpu_inference(build, weights_path, images, batch_size=batch_size).metrics()
     if onnx:
-        from projects import onnx_runtime
+        from projects.core import onnx_runtime
 
         metrics.update(onnx_runtime.time_onnx_inference(build, weights_path, images, batch_size=batch_size))
     return metrics

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from projects import tracking
+from projects.core import tracking
 
 
 @dataclass
@@ -69,7 +69,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     With no validation loader the last epoch's weights are kept.
     """
     if config.epochs < 1:
-        from projects.errors import InputError
+        from projects.core.errors import InputError
 
         raise InputError("epochs", f"must be at least 1, got {config.epochs}")
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import mlflow
 
-from projects import cli, tracking
+from projects.core import cli, tracking
 from projects.mammography.config import MammographyConfig
 from projects.mammography.grid import MammographyGridConfig
 from projects.pathology.config import PathologyConfig

@@ -1,12 +1,12 @@
 """Fast CPU runtimes for the platform's timing: ONNX Runtime (export, check against eager,
 time, quantise) and PyTorch bfloat16 - the runtimes benchmarks/ found fastest.
 
-    from projects import onnx_runtime
+    from projects.core import onnx_runtime
     metrics = onnx_runtime.time_onnx_inference(build, weights_path, images, batch_size=8)
     # {"cpu_load_s_onnx", "cpu_predict_s_onnx", "cpu_total_s_onnx", "cpu_latency_ms_p50_onnx",
     #  "onnx_max_abs_diff"}; with quantize="int8" the keys end in _onnx_int8 instead.
 
-The protocol mirrors `projects.efficiency.time_cpu_inference` (the pathology paper's: time
+The protocol mirrors `projects.core.efficiency.time_cpu_inference` (the pathology paper's: time
 from loading the saved model to the end of predicting N images): the model is first exported
 to an .onnx file (not timed, as saving the PyTorch weights is not timed), its outputs are
 checked against eager PyTorch on the same images (max |difference| <= `atol`, 1e-4 by
@@ -17,7 +17,7 @@ Session settings, and why (measured in benchmarks/, see benchmarks/RESULTS.md):
 - intra-op threads = torch.get_num_threads(): the same CPU budget as the eager timing;
 - inter-op threads 1, sequential execution: these are chains of convolutions;
 - `session.intra_op.allow_spinning = 0`: ORT's thread pool busy-waits by default, the same
-  failure as OpenMP's ACTIVE wait policy (projects/runtime.py): on a machine where another
+  failure as OpenMP's ACTIVE wait policy (projects/core/runtime.py): on a machine where another
   process holds a core, spinning threads steal its time slices;
 - graph optimisation level ALL (constant folding, conv+activation fusion, NCHWc layouts).
 
@@ -44,13 +44,13 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_ATOL = 1e-4
 OPSET = 17
-# Metric names: the platform's CPU timing names (projects.tracking) + a runtime suffix.
+# Metric names: the platform's CPU timing names (projects.core.tracking) + a runtime suffix.
 SUFFIXES = {"none": "_onnx", "int8": "_onnx_int8"}
 
 
 def metric_names(quantize: str = "none") -> dict[str, str]:
     """{"load"|"predict"|"total"|"latency"|"diff": metric name} for one ONNX runtime."""
-    from projects import tracking
+    from projects.core import tracking
 
     suffix = SUFFIXES[quantize]
     return {"load": tracking.M_CPU_LOAD + suffix, "predict": tracking.M_CPU_PREDICT + suffix,
@@ -217,7 +217,7 @@ def time_onnx_inference(build: Callable[[], nn.Module], weights_path: Path | str
                         strict: bool = False) -> dict[str, float]:
     """The paper's CPU protocol with ONNX Runtime: metrics to log beside `cpu_total_s`.
 
-    build, weights_path, images, batch_size: as `projects.efficiency.time_cpu_inference`
+    build, weights_path, images, batch_size: as `projects.core.efficiency.time_cpu_inference`
     (images: (N, C, H, W) float in the model's input range, tensor or array).
     quantize: "none" (fp32; outputs must match eager within `atol` or no timing is returned)
     or "int8" (static quantisation calibrated on `calibration`, default: the timed images;
@@ -232,7 +232,7 @@ def time_onnx_inference(build: Callable[[], nn.Module], weights_path: Path | str
     warning line and returns what is known (possibly {}): the run's other metrics are not
     lost over an optional runtime. strict=True raises instead.
     """
-    from projects.efficiency import load_weights
+    from projects.core.efficiency import load_weights
 
     if quantize not in SUFFIXES:
         raise ValueError(f"quantize must be one of {', '.join(SUFFIXES)}, got {quantize!r}")
@@ -331,8 +331,8 @@ def time_torch_bf16_inference(build: Callable[[], nn.Module], weights_path: Path
     cpu_predict_s_bf16, cpu_total_s_bf16, cpu_latency_ms_p50_bf16, bf16_max_abs_diff (+ the
     evaluate metrics with suffix _bf16). On a CPU without native bf16 (no AVX512-BF16 / AMX)
     this runs but is slower than fp32: the benchmark measures it before anyone relies on it."""
-    from projects import tracking
-    from projects.efficiency import load_weights
+    from projects.core import tracking
+    from projects.core.efficiency import load_weights
 
     suffix = "_bf16"
     data = torch.from_numpy(_as_numpy(images))
@@ -387,7 +387,7 @@ __all__ = [
     "time_torch_bf16_inference",
 ]
 
-if __name__ == "__main__":  # pragma: no cover - a smoke check: python -m projects.onnx_runtime
+if __name__ == "__main__":  # pragma: no cover - a smoke check: python -m projects.core.onnx_runtime
     import projects  # noqa: F401
     from projects.pathology.models import build_model
 
