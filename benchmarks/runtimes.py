@@ -47,8 +47,13 @@ import torch
 from torch import nn
 
 from benchmarks import Section, Table, interleaved, load_average, median, metric_key, percentile
+from torch.utils.data import DataLoader, Subset
+
 from projects.core import onnx_runtime
 from projects.core.onnx_runtime import fold_batchnorm
+from projects.core.study import CaseData as StudyCaseData
+from projects.core.study import ReferenceModel, all_studies
+from projects.core.training import TrainConfig, fit, seed_everything
 
 EXACT_ATOL = 1e-4  # exact variants: outputs within this of eager's
 METRIC_TOLERANCE = 0.005  # approximate variants: |change of Jaccard / F1| below this
@@ -79,97 +84,26 @@ def settings(quick: bool, models: tuple[str, ...] | None = None, variants: tuple
         return Settings(True, 128, 8, single_rounds=3, single_repeat=2, batch_rounds=2, protocol_n=8,
                         protocol_rounds=1, accuracy_n=8,
                         variants=variants or tuple(v for v in all_variants if VARIANTS[v].quick),
-                        models=models or tuple(MODELS))
+                        models=models or tuple(reference_models()))
     return Settings(False, 256, 8, single_rounds=6, single_repeat=3, batch_rounds=4, protocol_n=57,
                     protocol_rounds=2, accuracy_n=0, variants=variants or all_variants,
-                    models=models or tuple(MODELS))
+                    models=models or tuple(reference_models()))
 
 
 # --- models and their data ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelCase:
-    key: str
-    label: str
-    task: str  # segmentation | classification
-    channels: int
-    build: Callable[[], nn.Module]
-    # Training recipe of the weights whose accuracy change is measured (see trained_weights):
-    # Adam, batch 8, `steps_full` steps on `train_size_full`-px inputs (the segmenters are fully
-    # convolutional and the tiles are cut, not resized, so 128-px training tiles show the same
-    # scale as the 256-px test tiles at a quarter of the cost).
-    lr: float = 1e-3
-    steps_full: int = 90
-    train_size_full: int = 128
-    # BCE weight of tumour pixels. The Keras-initialised U-Net (no batch norm) predicted no
-    # tumour at all after 120 steps with plain BCE (lr 3e-4 or 1e-3): a model whose every
-    # logit is far below 0 hides what a runtime changes. Weighted 4x it reached test Jaccard
-    # 0.63 in 60 steps. ELU-Net learns with plain BCE (0.71 after 90 steps).
-    pos_weight: float = 1.0
-
-def _unet() -> nn.Module:
-    from projects.pathology.models import build_model
-
-    return build_model("unet", 32, 5)
+# Each study declares the models it wants measured (Study.reference_models): how to build,
+# train briefly and score each one. ModelCase is that declaration.
+ModelCase = ReferenceModel
+CaseData = StudyCaseData
 
 
-def _elunet() -> nn.Module:
-    from projects.pathology.models import build_model
-
-    return build_model("elunet", 8, 5)
-
-
-def _resnet101() -> nn.Module:
-    from projects.mammography.models import build_classifier
-
-    return build_classifier("resnet101", 7)
-
-
-MODELS: dict[str, ModelCase] = {
-    "unet": ModelCase("unet", "U-Net (32,5)", "segmentation", 3, _unet, pos_weight=4.0),
-    "elunet": ModelCase("elunet", "ELU-Net (8,5)", "segmentation", 3, _elunet),
-    # A global-pooling classifier sees another scale at another size: trained at 256 px.
-    "resnet101": ModelCase("resnet101", "resnet101 (7 classes)", "classification", 1, _resnet101,
-                           steps_full=32, train_size_full=256),
-}
-
-
-@dataclass
-class CaseData:
-    train: np.ndarray  # float32 NCHW in [0, 1]: training inputs (training, int8 calibration)
-    train_targets: np.ndarray
-    test: np.ndarray  # test inputs (accuracy check, timing)
-    test_targets: np.ndarray  # masks (N, H, W) or labels (N,)
-    test_valid: np.ndarray | None = None  # segmentation: valid-pixel map
-    class_names: tuple[str, ...] = ()
-    source: str = ""
+def reference_models() -> dict[str, ReferenceModel]:
+    return {m.key: m for study in all_studies() for m in study.reference_models()}
 
 
 def case_data(case: ModelCase, size: int) -> CaseData:
     """The embedded data of the model's study at `size` px (tiles / films), cached on disk."""
-    if case.task == "segmentation":
-        from projects.pathology import study as seg_study
-        from projects.pathology.config import PathologyConfig
-
-        prepared = seg_study.prepare_data(PathologyConfig(tile_size=size, progress=False))
-        a = prepared.arrays
-
-        def tiles(x):
-            return np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32) / np.float32(255)
-
-        return CaseData(tiles(a["train"]["images"]), a["train"]["masks"], tiles(a["test"]["images"]),
-                        a["test"]["masks"], a["test"]["valid"], source=f"embedded PAIP, {size}px tiles")
-    from projects.mammography import study as cls_study
-    from projects.mammography.config import MammographyConfig
-
-    prepared = cls_study.prepare_data(MammographyConfig(image_size=size, progress=False))
-
-    def films(x):
-        return np.ascontiguousarray(x[:, None], np.float32) / np.float32(255)
-
-    train = np.concatenate([prepared.images["train"], prepared.images["val"]])
-    train_y = np.concatenate([prepared.targets["train"], prepared.targets["val"]])
-    return CaseData(films(train), train_y, films(prepared.images["test"]), prepared.targets["test"],
-                    class_names=tuple(prepared.class_names), source=f"embedded MIAS, {size}px films")
+    return case.data(size)
 
 
 def _weights_dir() -> Path:
@@ -226,30 +160,9 @@ def _save_atomic(state: dict, path: Path) -> None:
 
 
 def _train(case: ModelCase, data: CaseData, recipe: dict) -> nn.Module:
-    from torch.utils.data import DataLoader, Subset, TensorDataset
-
-    from projects.core.training import TrainConfig, fit, seed_everything
-
     gen = seed_everything(0)
     model = case.build()
-    x = torch.from_numpy(data.train)
-    if case.task == "segmentation":
-        from projects.pathology.study import MaskedBCE
-
-        masks = torch.from_numpy(data.train_targets.astype(np.float32))
-        if recipe.get("pos_weight", 1.0) != 1.0:
-            dataset = TensorDataset(x, masks[:, None])
-            loss_fn: nn.Module = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(recipe["pos_weight"]))
-        else:
-            target = torch.stack([masks, torch.ones_like(masks)], 1)  # (mask, valid): tiles are unpadded
-            dataset = TensorDataset(x, target)
-            loss_fn = MaskedBCE()
-    else:
-        y = torch.from_numpy(data.train_targets.astype(np.int64))
-        counts = np.bincount(data.train_targets, minlength=len(data.class_names)).astype(np.float32)
-        weights = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
-        dataset = TensorDataset(x, y)
-        loss_fn = nn.CrossEntropyLoss(weight=weights)  # the README's fix for the all-NORM collapse
+    dataset, loss_fn = case.training(data, recipe)
     n = min(len(dataset), recipe["steps"] * recipe["batch"])
     epochs = max(1, -(-recipe["steps"] * recipe["batch"] // len(dataset)))  # more steps than tiles: repeat
     dataset = Subset(dataset, torch.randperm(len(dataset), generator=gen)[:n].tolist())
@@ -423,27 +336,13 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (Eager(), TorchChannelsLast()
 
 # --- accuracy -----------------------------------------------------------------------------------------
 def task_metric(case: ModelCase, data: CaseData, outputs: np.ndarray, n: int) -> float:
-    """Per-tile Jaccard (segmentation, logits > 0 = probability > 0.5) or macro-F1."""
-    if case.task == "segmentation":
-        from projects.pathology.metrics import segmentation_metrics
-
-        return segmentation_metrics(outputs[:, 0] > 0, data.test_targets[:n], data.test_valid[:n])["jaccard"]
-    from projects.mammography.metrics import classification_metrics
-
-    return classification_metrics(data.test_targets[:n], outputs.argmax(1), data.class_names)["f1_macro"]
+    """The study's metric of the model on the first n test inputs (per-tile Jaccard, macro-F1)."""
+    return case.score(data, outputs, n)
 
 
 def baseline_metric(case: ModelCase, data: CaseData, n: int) -> float:
-    """The same metric for the trivial predictor the study logs as its baseline: the better of
-    all-background / all-tumour (segmentation) or always the majority training class (macro-F1)."""
-    if case.task == "segmentation":
-        from projects.pathology.metrics import trivial_baselines
-
-        b = trivial_baselines(data.test_targets[:n], data.test_valid[:n])
-        return max(b["jaccard_all_background"], b["jaccard_all_tumor"])
-    from projects.mammography.metrics import majority_baseline
-
-    return majority_baseline(data.train_targets, data.test_targets[:n], len(data.class_names))["majority_f1_macro"]
+    """The same metric for the trivial predictor the study logs as its baseline."""
+    return case.baseline(data, n)
 
 
 def approximate_correct(eager_metric: float, baseline: float, delta: float) -> bool | None:
@@ -456,10 +355,8 @@ def approximate_correct(eager_metric: float, baseline: float, delta: float) -> b
 
 
 def agreement(case: ModelCase, ref: np.ndarray, out: np.ndarray) -> float:
-    """Share of pixels (segmentation) or films (classification) predicted the same as eager."""
-    if case.task == "segmentation":
-        return float(np.mean((ref > 0) == (out > 0)))
-    return float(np.mean(ref.argmax(1) == out.argmax(1)))
+    """Share of pixels (segmentation) or inputs (classification) predicted the same as eager."""
+    return case.agreement(ref, out)
 
 
 def _predict_all(predict: Predict, x: np.ndarray, batch: int) -> np.ndarray:
@@ -505,9 +402,9 @@ def _measure_model(case: ModelCase, cfg: Settings, probes: dict, probe_samples: 
                                         replace=False)]
     example = data.test[:1]
     flops = count_flops(case.build().eval(), torch.from_numpy(example))
-    res: dict = {"label": case.label, "task": case.task, "trained": how, "flops": flops,
+    res: dict = {"label": case.label, "trained": how, "flops": flops,
                  "params": count_params(case.build()), "data": data.source, "accuracy_n": n_acc,
-                 "metric_name": "Jaccard" if case.task == "segmentation" else "macro-F1", "variants": {}}
+                 "metric_name": case.metric_name, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context(case, weights, Path(tmp), example, calibration, cfg.batch_size)
         predictors: dict[str, Predict] = {}
@@ -607,8 +504,8 @@ def run(quick: bool, models: tuple[str, ...] | None = None, variants: tuple[str,
     results: dict = {"size": cfg.size, "threads": torch.get_num_threads(), "quick": quick, "models": {},
                      "settings": cfg.__dict__}
     for key in cfg.models:
-        log(f"[benchmarks] runtimes: {MODELS[key].label} at {cfg.size}px ...")
-        results["models"][key] = _measure_model(MODELS[key], cfg, probes, probe_samples, log)
+        log(f"[benchmarks] runtimes: {reference_models()[key].label} at {cfg.size}px ...")
+        results["models"][key] = _measure_model(reference_models()[key], cfg, probes, probe_samples, log)
     results["peak"] = summarise_probes(probe_samples, {k: flops for k, (_, flops) in probes.items()})
     results["load_average"] = f"{load_start} -> {load_average()}"
     return RuntimeRun(_section(results, cfg), results)

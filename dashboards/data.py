@@ -7,8 +7,8 @@ goes through `MlflowClient`. One row per run, one column per setting or number:
     table = study_table("pathology", runs)   # finished runs of one study that have a result
     front = pareto_front(table, "params_count", "test_jaccard")
 
-Names (tags, metrics, experiments, registered models) come from `projects.core.tracking`; the
-papers' published numbers from their two constant modules. No training code is imported.
+Names (tags, metrics, experiments) come from `projects.core.tracking`; what each study
+measures and published, from its `Study` (projects.core.study). No training code runs.
 """
 from __future__ import annotations
 
@@ -25,18 +25,28 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
-from projects.core.stats import mean_ci95
+from projects.core.stats import summarise  # noqa: F401 (the pages' mean / CI / count)
+from projects.core.study import get_study, study_names, study_of_model
 
 # --- what "accuracy" and "cost" mean on the pages --------------------------------------------
-# The y axis of every trade-off chart: held-out accuracy (mammography), per-tile Jaccard (pathology).
-PRIMARY_METRIC = {
-    "mammography": tracking.test_metric("accuracy"),
-    "pathology": tracking.test_metric("jaccard"),
-}
-PRIMARY_LABEL = {"mammography": "test accuracy", "pathology": "test Jaccard (per tile)"}
-# Which run of a scenario is "best" for the confusion matrices: accuracy alone rewards the
-# all-NORM collapse (64% for free), macro-F1 does not.
-BEST_BY = {"mammography": tracking.test_metric("f1_macro"), "pathology": tracking.test_metric("jaccard")}
+# Each study says it (projects.core.study): the y axis of its trade-off charts is its
+# headline held-out metric; "best run" of a scenario is by its best_by metric.
+def primary_metric(study: str) -> str:
+    return get_study(study).headline.test_metric
+
+
+def primary_label(study: str) -> str:
+    return get_study(study).headline.label
+
+
+def best_by(study: str) -> str:
+    return get_study(study).headline.best_metric
+
+
+def study_metrics(study: str) -> tuple[str, ...]:
+    return get_study(study).dashboard.metrics
+
+
 COST_METRICS = (tracking.M_PARAMS, tracking.M_SIZE_MB, tracking.M_CPU_TOTAL)
 COST_LABEL = {
     tracking.M_PARAMS: "parameters",
@@ -44,13 +54,6 @@ COST_LABEL = {
     tracking.M_SIZE_MB: "model size (MB)",
     tracking.M_CPU_TOTAL: "CPU load + predict (s)",
     tracking.M_LATENCY_P50: "CPU latency p50 (ms)",
-}
-STUDY_METRICS = {
-    "mammography": tuple(tracking.test_metric(m) for m in ("accuracy", "f1_macro", "precision_macro",
-                                                           "recall_macro"))
-    + (tracking.baseline_metric("majority_accuracy"), tracking.baseline_metric("majority_f1_macro")),
-    "pathology": tuple(tracking.test_metric(m) for m in ("jaccard", "jaccard_pooled", "dice"))
-    + (tracking.baseline_metric("jaccard_all_background"), tracking.baseline_metric("jaccard_all_tumor")),
 }
 EFFICIENCY = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
 
@@ -214,17 +217,17 @@ def study_table(study: str, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     column, NaN where a run did not log it.
     """
     runs = load_runs() if runs is None else runs
-    primary = PRIMARY_METRIC[study]
+    primary = primary_metric(study)
     if primary not in runs:
         runs = runs.assign(**{primary: np.nan})
     keep = (runs["study"].eq(study) & runs["status"].eq("FINISHED") & runs[primary].notna()
             & runs["run_kind"].isin(TRAINED_KINDS + ("",)))
     table = runs[keep].copy()
-    for col in STUDY_METRICS[study] + EFFICIENCY:
+    for col in study_metrics(study) + EFFICIENCY:
         if col not in table:
             table[col] = np.nan
     dropped = [c for c in table.columns if c not in SETTING_COLUMNS and table[c].isna().all()
-               and c not in STUDY_METRICS[study] + EFFICIENCY]
+               and c not in study_metrics(study) + EFFICIENCY]
     return table.drop(columns=dropped).reset_index(drop=True)
 
 
@@ -353,104 +356,19 @@ def alias_table(registry: pd.DataFrame, study: str | None = None) -> pd.DataFram
 
 
 def _model_of_study(model: str, study: str) -> bool:
-    if study == "pathology":
-        return model == tracking.registered_model_name("pathology", "")
-    prefix = tracking.registered_model_name(study, "")  # "mammography-"
-    return model.startswith(prefix)
+    found = study_of_model(model)
+    return found is not None and found[0].name == study
 
 
-# --- the papers' numbers --------------------------------------------------------------------------
+# --- the papers' numbers (each study holds its own) -------------------------------------------
 def paper_points(study: str) -> pd.DataFrame:
-    """The paper's published results as a table with our column names.
-
-    Pathology: Table V (arch, filters, depth, params_count, test_jaccard, cpu_total_s,
-    model_size_mb). Mammography: the scenarios (task, split, test_accuracy, ...).
-    """
-    if study == "pathology":
-        from projects.pathology.paper import TABLE_V
-
-        return pd.DataFrame([{
-            "arch": c.arch, "filters": c.filters, "depth": c.depth, tracking.M_PARAMS: float(c.params),
-            PRIMARY_METRIC["pathology"]: c.jaccard, tracking.M_CPU_TOTAL: c.cpu_s,
-            tracking.M_SIZE_MB: c.size_mb} for c in TABLE_V])
-    from projects.mammography.paper import SCENARIOS
-
-    return pd.DataFrame([{
-        "task": s.task, "split": s.split, "test_fraction": split_test_fraction(s.split),
-        tracking.test_metric("accuracy"): s.accuracy, tracking.test_metric("precision_macro"): s.precision,
-        tracking.test_metric("recall_macro"): s.recall, tracking.test_metric("f1_macro"): s.f1}
-        for s in SCENARIOS])
-
-
-def summarise(values: pd.Series) -> tuple[float, float, int]:
-    """Mean, 95% CI half-width (NaN unless there are repeats) and count of finite values."""
-    vals = [float(v) for v in values if pd.notna(v) and math.isfinite(float(v))]
-    mean, ci = mean_ci95(vals)
-    return mean, (ci if len(vals) > 1 else float("nan")), len(vals)
+    """The paper's published results as a table with our column names."""
+    return get_study(study).paper_points()
 
 
 def paper_vs_ours(study: str, table: pd.DataFrame) -> pd.DataFrame:
-    """Every paper row beside our finished runs of the same setting (mean, CI, runs).
-
-    Pathology: per (arch, filters, depth) cell of Table V, plus any cell we ran that the
-    paper has not. Mammography: per scenario (task, split) and our (arch, augment) variants.
-    Search trials are left out: the paper's comparisons are the grids' settings.
-    """
-    paper = paper_points(study)
-    ours = table[table["run_kind"].ne("trial")] if len(table) else table
-    rows = []
-    if study == "pathology":
-        keys = ["arch", "filters", "depth"]
-        cells = [tuple(r) for r in paper[keys].itertuples(index=False)]
-        if len(ours):
-            cells += [tuple(k) for k in ours[keys].dropna().drop_duplicates().itertuples(index=False)
-                      if tuple(k) not in cells]
-        for arch, n, d in cells:
-            ref = paper[(paper["arch"] == arch) & (paper["filters"] == n) & (paper["depth"] == d)]
-            mine = ours[(ours["arch"] == arch) & (ours["filters"] == n) & (ours["depth"] == d)] if len(ours) else ours
-            row = {"arch": arch, "filters": int(n), "depth": int(d), "runs": len(mine)}
-            for col, short in ((PRIMARY_METRIC["pathology"], "jaccard"), (tracking.M_PARAMS, "params"),
-                               (tracking.M_SIZE_MB, "size_mb"), (tracking.M_CPU_TOTAL, "cpu_s")):
-                row[f"paper_{short}"] = float(ref[col].iloc[0]) if len(ref) else float("nan")
-                mean, ci, _ = summarise(mine[col]) if len(mine) and col in mine else (float("nan"),) * 3
-                row[f"ours_{short}"] = mean
-                if short == "jaccard":
-                    row["ours_jaccard_ci95"] = ci
-            if len(mine) and tracking.M_PARAMS_KERAS in mine:
-                row["ours_params_keras"] = summarise(mine[tracking.M_PARAMS_KERAS])[0]
-            row["jaccard_diff"] = row["ours_jaccard"] - row["paper_jaccard"]
-            rows.append(row)
-        return pd.DataFrame(rows)
-    acc, f1 = tracking.test_metric("accuracy"), tracking.test_metric("f1_macro")
-    base = tracking.baseline_metric("majority_accuracy")
-    for ref in paper.itertuples(index=False):
-        mine = ours[(ours["task"] == ref.task) & (ours["split"] == ref.split)] if len(ours) else ours
-        groups = list(mine.groupby(["arch", "augment"], sort=True)) if len(mine) else [((None, None), mine)]
-        for (arch, augment), group in groups:
-            row = {"task": ref.task, "split": ref.split, "arch": arch or "", "augment": augment or "",
-                   "runs": len(group), "paper_accuracy": getattr(ref, acc), "paper_f1_macro": getattr(ref, f1)}
-            for col, short in ((acc, "accuracy"), (f1, "f1_macro")):
-                mean, ci, _ = summarise(group[col]) if len(group) and col in group else (float("nan"),) * 3
-                row[f"ours_{short}"], row[f"ours_{short}_ci95"] = mean, ci
-            row["baseline_majority_accuracy"] = (summarise(group[base])[0] if len(group) and base in group
-                                                 else float("nan"))
-            row["accuracy_diff"] = row["ours_accuracy"] - row["paper_accuracy"]
-            rows.append(row)
-    # Our scenarios the paper does not report (other tasks or splits).
-    if len(ours):
-        known = {(r.task, r.split) for r in paper.itertuples(index=False)}
-        for (task, split, arch, augment), group in ours.groupby(["task", "split", "arch", "augment"], sort=True):
-            if (task, split) in known:
-                continue
-            row = {"task": task, "split": split, "arch": arch, "augment": augment, "runs": len(group),
-                   "paper_accuracy": float("nan"), "paper_f1_macro": float("nan")}
-            for col, short in ((acc, "accuracy"), (f1, "f1_macro")):
-                row[f"ours_{short}"], row[f"ours_{short}_ci95"], _ = (
-                    summarise(group[col]) if col in group else (float("nan"),) * 3)
-            row["baseline_majority_accuracy"] = summarise(group[base])[0] if base in group else float("nan")
-            row["accuracy_diff"] = float("nan")
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """Every paper row beside our finished runs of the same setting (mean, CI, runs)."""
+    return get_study(study).paper_vs_ours(table)
 
 
 # --- artifacts ------------------------------------------------------------------------------------
@@ -506,13 +424,13 @@ def searches(runs: pd.DataFrame, objectives: dict[str, str] | None = None) -> li
     for _, parent in parents.sort_values("start_time", ascending=False).iterrows():
         trials = runs[runs["parent_run_id"].eq(parent["run_id"]) & runs["run_kind"].eq("trial")].copy()
         study = parent["study"] or (trials["study"].iloc[0] if len(trials) else "")
-        if study not in PRIMARY_METRIC:
+        if study not in study_names():
             continue
         if trials["trial_number"].isna().all():
             trials["trial_number"] = pd.array(range(len(trials)), dtype="Int64")
         trials = trials.sort_values(["trial_number", "start_time"], kind="stable").reset_index(drop=True)
         cost = search_cost((objectives or {}).get(parent["run_id"], ""))
-        out.append(Search(parent, trials, study, PRIMARY_METRIC[study], cost))
+        out.append(Search(parent, trials, study, primary_metric(study), cost))
     return out
 
 
@@ -543,7 +461,7 @@ def collect(ui_url: str = "http://127.0.0.1:5000") -> DashboardData:
     mlc = MlflowClient()
     registry = registry_versions(mlc)
     runs = load_runs(mlc, registry)
-    studies = {s: with_urls(study_table(s, runs), ui_url) for s in tracking.STUDIES}
+    studies = {s: with_urls(study_table(s, runs), ui_url) for s in study_names()}
     found = searches(runs, _search_objectives(mlc, runs))
     for s in found:
         s.trials = with_urls(s.trials, ui_url)
@@ -560,3 +478,9 @@ def _search_objectives(mlc: MlflowClient, runs: pd.DataFrame) -> dict[str, str]:
             continue
         out[run_id] = str(params.get("objectives") or params.get("search.objectives") or "")
     return out
+
+
+def tasks_in_order(table: pd.DataFrame) -> list[str]:
+    """A study's tasks, the one with most runs first."""
+    counts = table["task"].value_counts()
+    return sorted(counts.index, key=lambda t: (-counts[t], t))

@@ -21,6 +21,7 @@ import yaml
 
 from projects.core import tracking
 from projects.core.errors import InputError
+from projects.core.study import all_studies, get_study, study_names
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 CHAMPION = "champion"  # the alias the data-digest gate compares against
@@ -330,17 +331,18 @@ def parse_policy(path: Path, text: str) -> Policy:
         raise InputError(path, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     r = _Reader(path, data, "")
     model = r.string("model")
-    study = r.string("study", choices=tracking.STUDIES)
-    task = r.string("task")
-    expected = tracking.registered_model_name(study, task)
+    study_name = r.string("study", choices=tuple(study_names()))
+    task = r.string("task", choices=get_study(study_name).tasks)
+    study = get_study(study_name)
+    expected = study.model_name(task)
     if model != expected:
-        r.fail(f"model: study {study!r} task {task!r} registers as {expected!r}, not {model!r}")
+        r.fail(f"model: study {study_name!r} task {task!r} registers as {expected!r}, not {model!r}")
     if path.suffix in (".yaml", ".yml") and path.stem != model:
         r.fail(f"the file must be named {model}.yaml (one policy per registered model)")
     description = r.string("description", "")
 
     c = r.sub("candidates", {})
-    experiments = c.string_list("experiments", (tracking.EXPERIMENTS[study], tracking.EXPERIMENTS["search"]))
+    experiments = c.string_list("experiments", (study.experiment, tracking.EXPERIMENTS["search"]))
     extra = c.string("filter", "").strip()
     max_age = c.number("max_age_days", 0.0, minimum=0.0)
     since_raw = c.get("since", None)
@@ -425,7 +427,7 @@ def parse_policy(path: Path, text: str) -> Policy:
     on_failure = r.string("on_gate_failure", "next", choices=("next", "refuse"))
     r.done()
     sha = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return Policy(path, model, study, task, description, candidates, gates, _order_aliases(path, rules),
+    return Policy(path, model, study_name, task, description, candidates, gates, _order_aliases(path, rules),
                   on_failure, sha)
 
 
@@ -458,11 +460,18 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(path, text)
 
 
-def policy_files(directory: Path = POLICY_DIR) -> list[Path]:
-    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+def policy_dirs() -> list[Path]:
+    """registry/policies/, then every folder a registered study declares (a plug-in's own)."""
+    return [POLICY_DIR] + [Path(d) for study in all_studies() for d in study.policy_dirs]
 
 
-def load_policies(directory: Path = POLICY_DIR) -> dict[str, Policy]:
+def policy_files(directory: Path | None = None) -> list[Path]:
+    folders = [directory] if directory is not None else policy_dirs()
+    return sorted((p for folder in folders for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml")),
+                  key=lambda p: p.name)
+
+
+def load_policies(directory: Path | None = None) -> dict[str, Policy]:
     policies: dict[str, Policy] = {}
     for path in policy_files(directory):
         policy = load_policy(path)
@@ -473,11 +482,12 @@ def load_policies(directory: Path = POLICY_DIR) -> dict[str, Policy]:
     return policies
 
 
-def find_policy(model: str, directory: Path = POLICY_DIR) -> Policy:
+def find_policy(model: str, directory: Path | None = None) -> Policy:
     policies = load_policies(directory)
     if model not in policies:
         known = ", ".join(sorted(policies)) or "none"
-        raise InputError("--model", f"no policy for {model!r} in {directory} (policies: {known})")
+        where = directory or ", ".join(str(d) for d in policy_dirs())
+        raise InputError("--model", f"no policy for {model!r} in {where} (policies: {known})")
     return policies[model]
 
 

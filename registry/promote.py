@@ -48,6 +48,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import cli, tracking
 from projects.core.errors import InputError
+from projects.core.study import get_study
 from registry import gates as G
 from registry.policy import CHAMPION, AliasRule, Policy, find_policy, load_policies
 
@@ -291,7 +292,7 @@ def register_run(run_id: str, name: str | None = None, client: MlflowClient | No
     if name is None:
         if not tags.get(tracking.TAG_STUDY) or not tags.get(tracking.TAG_TASK):
             raise InputError("--register", f"run {run_id} has no {tracking.TAG_STUDY}/{tracking.TAG_TASK} tags")
-        name = tracking.registered_model_name(tags[tracking.TAG_STUDY], tags[tracking.TAG_TASK])
+        name = get_study(tags[tracking.TAG_STUDY]).model_name(tags[tracking.TAG_TASK])
     existing = _versions_for_run(client, name, run_id) if _registered_model(client, name) else []
     if existing:
         return existing[0]

@@ -70,11 +70,11 @@ ARTIFACTS="${ARTIFACTS:-$HOME_DIR/artifacts}"
 PIDFILE="$HOME_DIR/server-$PORT.pid"
 LOGFILE="$HOME_DIR/server-$PORT.log"
 
-# SQLAlchemy 2.1 maps postgresql:// to psycopg 3; the platform installs psycopg2.
+# SQLAlchemy knows postgresql:// (its default driver, psycopg 3, is installed), not the
+# postgres:// short form some tools print.
 sqlalchemy_url() {
   case "$1" in
-    postgresql://*) echo "postgresql+psycopg2://${1#postgresql://}" ;;
-    postgres://*) echo "postgresql+psycopg2://${1#postgres://}" ;;
+    postgres://*) echo "postgresql://${1#postgres://}" ;;
     *) echo "$1" ;;
   esac
 }
@@ -108,10 +108,10 @@ create_db() {  # CREATE DATABASE when missing (needs a role allowed to create da
     "$PY" - "$url" <<'EOF'
 import sys
 from urllib.parse import urlsplit, unquote
-import psycopg2
-from psycopg2 import sql
+import psycopg
+from psycopg import sql
 
-url = urlsplit(sys.argv[1].replace("+psycopg2", ""))
+url = urlsplit(sys.argv[1].replace("+psycopg", "").replace("postgres://", "postgresql://"))
 name = unquote(url.path.lstrip("/"))
 if not name:
     sys.exit("error: %s: the URL names no database" % url.geturl().split("@")[-1])
@@ -121,15 +121,14 @@ if url.username:
 if url.password:
     kw["password"] = unquote(url.password)
 try:
-    conn = psycopg2.connect(connect_timeout=10, **kw)
-except psycopg2.OperationalError as exc:
+    conn = psycopg.connect(connect_timeout=10, autocommit=True, **kw)
+except psycopg.OperationalError as exc:
     kw["dbname"] = "template1"
     try:
-        conn = psycopg2.connect(connect_timeout=10, **kw)
-    except psycopg2.OperationalError:
+        conn = psycopg.connect(connect_timeout=10, autocommit=True, **kw)
+    except psycopg.OperationalError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         sys.exit(f"error: cannot reach PostgreSQL at {kw['host']}:{kw['port']}: {first}")
-conn.autocommit = True
 with conn.cursor() as cur:
     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
     if cur.fetchone() is None:

@@ -165,7 +165,8 @@ def test_fastest_runtime_only_picks_correct_variants():
 def test_approximate_variant_needs_an_informative_model():
     """bf16 / int8 count as correct only when eager beats the trivial baseline: a model that
     predicts one class everywhere keeps its metric under any runtime, which proves nothing."""
-    from benchmarks.runtimes import approximate_correct, baseline_metric, MODELS, CaseData
+    from benchmarks.runtimes import approximate_correct, baseline_metric, reference_models, CaseData
+    MODELS = reference_models()
 
     assert approximate_correct(0.70, 0.27, -0.003) is True
     assert approximate_correct(0.70, 0.27, -0.006) is False

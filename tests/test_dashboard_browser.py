@@ -121,7 +121,7 @@ def test_pages_render_offline(browser, tmp_path):
     out = tmp_path / "out"
     dash_build.build(out, ui_url=UI)
     shots = screenshot_dir(tmp_path)
-    for key, name in pages.PAGE_FILES.items():
+    for key, name in pages.page_files().items():
         facts = open_page(browser, out / name, shots / f"{key}.png")
         assert facts["external"] == [], f"{name} reached the network: {facts['external']}"
         assert facts["errors"] == [], f"{name}: {facts['errors']}"
@@ -136,7 +136,7 @@ def test_pages_render_offline(browser, tmp_path):
 def test_pages_without_data_render(browser, tmp_path):
     dash_build.build(tmp_path, ui_url="http://127.0.0.1:5000")
     shots = screenshot_dir(tmp_path)
-    for key, name in pages.PAGE_FILES.items():
+    for key, name in pages.page_files().items():
         facts = open_page(browser, tmp_path / name, shots / f"empty-{key}.png")
         assert facts["external"] == [] and facts["errors"] == [], (name, facts)
         assert facts["containers"] == 0

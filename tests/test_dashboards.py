@@ -19,6 +19,7 @@ from dashboards import build as dash_build
 from dashboards import data as dd
 from dashboards import pages
 from projects.core import tracking
+from projects.core.study import get_study, study_names
 
 UI = "http://mlflow.example:5000"
 JACCARD, ACC, F1 = tracking.test_metric("jaccard"), tracking.test_metric("accuracy"), tracking.test_metric("f1_macro")
@@ -84,7 +85,7 @@ def populate_store(search: bool = True, registry: bool = True, mammography: bool
     """
     tracking.setup_tracking()
     ids: dict[str, str] = {}
-    exp = tracking.ensure_experiment(tracking.EXPERIMENTS["pathology"])
+    exp = tracking.ensure_experiment(get_study("pathology").experiment)
     with mlflow.start_run(experiment_id=exp, run_name="patho-grid",
                           tags={tracking.TAG_STUDY: "pathology", tracking.TAG_TASK: "tumor",
                                 tracking.TAG_RUN_KIND: "grid_parent"}) as parent:
@@ -106,7 +107,7 @@ def populate_store(search: bool = True, registry: bool = True, mammography: bool
                                   "ours_jaccard": 0.80}])
         mlflow.log_text(pd_table.to_csv(index=False), "grid/paper_vs_ours.csv")
     if mammography:
-        exp = tracking.ensure_experiment(tracking.EXPERIMENTS["mammography"])
+        exp = tracking.ensure_experiment(get_study("mammography").experiment)
         with mlflow.start_run(experiment_id=exp, run_name="mammo-grid",
                               tags={tracking.TAG_STUDY: "mammography", tracking.TAG_TASK: "7class",
                                     tracking.TAG_RUN_KIND: "grid_parent"}) as parent:
@@ -270,9 +271,9 @@ def test_registry_search_and_paper_tables():
 def test_empty_store_gives_empty_tables():
     info = dd.collect(UI)
     assert info.runs.empty and info.registry.empty and info.searches == []
-    for study in tracking.STUDIES:
+    for study in study_names():
         assert info.studies[study].empty
-        assert dd.PRIMARY_METRIC[study] in info.studies[study]
+        assert dd.primary_metric(study) in info.studies[study]
 
 
 # --- pages ----------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def test_build_writes_self_contained_pages(tmp_path):
     populate_store()
     index = dash_build.build(tmp_path / "out", ui_url=UI)
     assert index == tmp_path / "out" / "index.html"
-    for key, name in pages.PAGE_FILES.items():
+    for key, name in pages.page_files().items():
         text = _check_page(tmp_path / "out" / name)
         # plotly.js embedded exactly once per page (every page has charts here)
         assert text.count(PLOTLY_BUNDLE) == 1, name
@@ -326,7 +327,7 @@ def test_build_with_missing_data_shows_notes(tmp_path):
 
 def test_build_on_empty_store(tmp_path):
     index = dash_build.build(tmp_path, ui_url=UI)
-    for name in pages.PAGE_FILES.values():
+    for name in pages.page_files().values():
         text = _check_page(tmp_path / name)
         assert PLOTLY_BUNDLE not in text  # no chart, no 4.8 MB of plotly.js
     assert "No pathology runs yet" in index.read_text()
@@ -343,7 +344,7 @@ def test_build_and_log_logs_pages(tmp_path):
     assert run.data.tags[tracking.TAG_RUN_KIND] == "dashboard"
     assert run.data.metrics["runs_pathology"] == 4 and run.data.metrics["runs_mammography"] == 6
     logged = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, dash_build.ARTIFACT_DIR)}
-    assert logged == set(pages.PAGE_FILES.values())
+    assert logged == set(pages.page_files().values())
     # A second build does not count the dashboard run among the models.
     info = dd.collect(UI)
     assert tracking.EXPERIMENTS["dashboard"] not in set(info.runs["experiment"])

@@ -30,6 +30,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
+from projects.core.study import get_study, study_names
 from projects.mammography.cli import main as mammography_main
 
 from conftest import running_runs
@@ -84,7 +85,7 @@ def _register_something(client: MlflowClient) -> None:
     exp = tracking.ensure_experiment("registry-fixture")
     with mlflow.start_run(experiment_id=exp) as run:
         mlflow.log_text("flavors: {}\n", "model/MLmodel")
-    name = tracking.registered_model_name("mammography", "7class")
+    name = get_study("mammography").model_name("7class")
     client.create_registered_model(name, tags={"policy": "fixture"})
     mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     client.set_registered_model_alias(name, "champion", mv.version)
@@ -380,7 +381,7 @@ def _tiny_candidate(jaccard: float, size_mb: float, seed: int, background: float
     example = np.random.default_rng(seed).random((2, 3, 8, 8)).astype(np.float32)
     with torch.inference_mode():
         output = model(torch.from_numpy(example)).numpy()
-    exp = tracking.ensure_experiment(tracking.EXPERIMENTS["pathology"])
+    exp = tracking.ensure_experiment(get_study("pathology").experiment)
     metrics = {tracking.test_metric("jaccard"): jaccard, tracking.baseline_metric("jaccard_all_background"): background,
                tracking.baseline_metric("jaccard_all_tumor"): 0.10,
                tracking.test_metric("jaccard_minus_baseline"): jaccard - background,
@@ -424,7 +425,7 @@ def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, m
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_registry_uri(uri)
     tracking.setup_tracking()
-    name = tracking.registered_model_name("pathology", "tumor")
+    name = get_study("pathology").model_name("tumor")
     client = MlflowClient()
 
     first = _tiny_candidate(0.50, 0.50, seed=1)

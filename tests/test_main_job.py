@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
+from projects.core.study import get_study, study_names
 from conftest import running_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_main_job_smoke_profile_runs_every_stage(tmp_path):
     out = tmp_path / "dash"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.main", "--profile", "smoke", "--dashboard-out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--profile", "smoke", "--dashboard-out", str(out)],
                           cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in ("1/5 mammography grid", "2/5 pathology grid", "3/5 architecture search",
@@ -46,7 +47,7 @@ def test_main_job_smoke_profile_runs_every_stage(tmp_path):
     logged = {a.path for a in client.list_artifacts(dash_runs[0].info.run_id, "dashboard")}
     assert "dashboard/index.html" in logged
     # every trained model of the job logged both CPU runtimes
-    patho = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENTS["pathology"]).experiment_id],
+    patho = client.search_runs([client.get_experiment_by_name(get_study("pathology").experiment).experiment_id],
                                "attributes.status = 'FINISHED' and metrics.test_jaccard >= 0")
     assert patho and all("cpu_total_s_onnx" in r.data.metrics for r in patho)
     assert running_runs() == []

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from projects.core import tracking
+from projects.core.grid import run_grid
+from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.mammography import grid as grid_mod
 from projects.mammography import study
@@ -90,7 +92,7 @@ def test_benign_malignant_uses_abnormal_films_only():
 def test_grid_runs_nine_scenarios_as_children_with_paper_table():
     grid = grid_mod.MammographyGridConfig(base=MammographyConfig(**FAST), archs=["resnet18"])
     with tracking.study_run("mammography", "grid") as parent:
-        table = grid_mod.run_grid(grid)
+        table = run_grid(get_study("mammography"), grid)
     client = mlflow.MlflowClient()
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")

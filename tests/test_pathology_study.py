@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from projects.core import tracking
+from projects.core.grid import run_grid
+from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.pathology import grid as grid_mod
 from projects.pathology import study
@@ -101,7 +103,7 @@ def test_table_v_grid_as_children_with_paper_table():
     base = PathologyConfig(epochs=1, **SMALL)
     grid = grid_mod.PathologyGridConfig(base=base, cells=[("elunet", 2, 3), ("unet", 2, 3)])
     with tracking.study_run("pathology", "grid") as parent:
-        table = grid_mod.run_grid(grid)
+        table = run_grid(get_study("pathology"), grid)
     children = mlflow.MlflowClient().search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)

@@ -22,14 +22,15 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from projects.core import tracking
+from projects.core.study import get_study, study_names
 from projects.core.errors import InputError
 from registry import gates as G
 from registry import promote as P
 from registry.policy import load_policies, load_policy
 
 REPO = Path(__file__).resolve().parents[1]
-PATHO = tracking.registered_model_name("pathology", "tumor")
-MAMMO = tracking.registered_model_name("mammography", "7class")
+PATHO = get_study("pathology").model_name("tumor")
+MAMMO = get_study("mammography").model_name("7class")
 J = tracking.test_metric("jaccard")
 
 
@@ -81,7 +82,7 @@ def log_candidate(metrics: dict[str, float], *, study: str = "pathology", task: 
                   digest: str = "digest-1", arch: str = "tiny", size: int = 8, seed: int = 0) -> str:
     """A FINISHED run with the studies' tags, the given metrics and a real pt2 pyfunc model."""
     tracking.setup_tracking()
-    exp = tracking.ensure_experiment(tracking.EXPERIMENTS[study])
+    exp = tracking.ensure_experiment(get_study(study).experiment)
     rng = np.random.default_rng(seed)
     if study == "pathology":
         model, example = TinyMask(seed).eval(), rng.random((2, 3, size, size)).astype(np.float32)
@@ -167,8 +168,8 @@ def assert_consistent(alias: str, name: str = PATHO) -> dict:
 # --- policies -----------------------------------------------------------------------------------
 def test_repository_policies_cover_every_registered_model():
     policies = load_policies()
-    expected = {tracking.registered_model_name("pathology", "tumor")} | {
-        tracking.registered_model_name("mammography", t) for t in ("7class", "benign_malignant", "normal_abnormal")}
+    expected = {get_study("pathology").model_name("tumor")} | {
+        get_study("mammography").model_name(t) for t in ("7class", "benign_malignant", "normal_abnormal")}
     assert set(policies) == expected
     for policy in policies.values():
         assert policy.aliases[0].alias == "champion"
@@ -477,7 +478,8 @@ def test_concurrent_promotions_leave_a_consistent_alias_and_audit(tmp_path, monk
 def test_small_pathology_grid_then_mlflow_run_promote_serves_a_champion_mask(_isolated_store):
     from projects.embedded import ensure_paip
     from projects.pathology.config import PathologyConfig
-    from projects.pathology.grid import PathologyGridConfig, run_grid
+    from projects.core.grid import run_grid
+    from projects.pathology.grid import PathologyGridConfig
 
     ensure_paip(n_images=8, size=128)
     # 3 epochs at lr 1e-3: after 1 epoch the better cell only just beat the all-tumour
@@ -485,8 +487,8 @@ def test_small_pathology_grid_then_mlflow_run_promote_serves_a_champion_mask(_is
     # here ELU-Net reaches ~0.27 and the U-Net stays below the baseline (refused, with reason).
     base = PathologyConfig(data="embedded", embedded_images=8, embedded_size=128, tile_size=64, epochs=3,
                            lr=1e-3, cpu_predict_n=4, progress=False)
-    with tracking.study_run(tracking.EXPERIMENTS["pathology"], "registry-e2e-grid", adopt=False):
-        run_grid(PathologyGridConfig(base=base, cells=[("elunet", 4, 3), ("unet", 4, 3)]))
+    with tracking.study_run(get_study("pathology").experiment, "registry-e2e-grid", adopt=False):
+        run_grid(get_study("pathology"), PathologyGridConfig(base=base, cells=[("elunet", 4, 3), ("unet", 4, 3)]))
 
     tracking.ensure_experiment("promotion")  # artifacts under the test's store, not ./mlruns
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -34,19 +34,15 @@ PG_URL = os.environ.get("MEDIMG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/
 
 # --- PostgreSQL and a team server ----------------------------------------------------------
 def _admin_connection():
-    try:
-        import psycopg2
-    except ImportError:
-        pytest.skip("psycopg2 is not installed")
+    psycopg = pytest.importorskip("psycopg")
     url = urlsplit(PG_URL)
     try:
-        conn = psycopg2.connect(host=url.hostname or "127.0.0.1", port=url.port or 5432,
-                                user=url.username or "postgres", password=url.password,
-                                dbname=url.path.lstrip("/") or "postgres", connect_timeout=3)
-    except psycopg2.OperationalError as exc:
+        conn = psycopg.connect(host=url.hostname or "127.0.0.1", port=url.port or 5432,
+                               user=url.username or "postgres", password=url.password,
+                               dbname=url.path.lstrip("/") or "postgres", connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         pytest.skip(f"PostgreSQL unreachable at {url.hostname}:{url.port or 5432}: {first[:200]}")
-    conn.autocommit = True
     return conn
 
 
@@ -318,7 +314,7 @@ def test_team_server_script_binds_loopback_and_prints_no_password():
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--port") + 1] == "5123" and cmd[cmd.index("--workers") + 1] == "1"
     assert "--artifacts-destination" in cmd and "--serve-artifacts" in cmd
-    assert "postgresql+psycopg2://alice:***@127.0.0.1:5432/medimg" in cmd
+    assert "postgresql://alice:***@127.0.0.1:5432/medimg" in cmd
     assert "hunter2" not in done.stdout + done.stderr
     uri = _script("uri", "--port", "5123", "--db", "postgresql://alice:hunter2@127.0.0.1:5432/medimg")
     assert uri.stdout.splitlines()[0] == "export MLFLOW_TRACKING_URI=http://127.0.0.1:5123"

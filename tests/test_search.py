@@ -24,7 +24,18 @@ from mlflow.tracking import MlflowClient
 from projects.core import tracking
 from projects.core.errors import InputError
 from projects.pathology.config import PathologyConfig
-from projects.search import driver, spaces
+from projects.core import space as spaces
+from projects.core.study import SearchPlan, get_study
+from projects.search import admission, driver, factories
+from projects.search import settings as search_settings
+
+
+def default_space(name: str) -> spaces.Space:
+    study = get_study(name)
+    return spaces.parse_space(name, study.default_space, study.config_cls)
+
+
+PATHOLOGY, MAMMOGRAPHY = default_space("pathology"), default_space("mammography")
 from projects.search.__main__ import main as search_main
 from tests.conftest import running_runs
 
@@ -63,7 +74,7 @@ def parents(name: str) -> list:
 
 
 def load(name: str, storage: str | None = None) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=driver.open_storage(driver.resolve_storage_url(storage or ""), 60, 2))
+    return optuna.load_study(study_name=name, storage=factories.open_storage(factories.resolve_storage_url(storage or ""), 60, 2))
 
 
 def finished_numbers(study) -> list[int]:
@@ -77,22 +88,22 @@ def artifact_paths(run_id: str, path: str) -> list[str]:
 # --- spaces ----------------------------------------------------------------------------------
 def test_default_spaces_are_declared_and_round_trip():
     for study, cls in (("pathology", PathologyConfig), ("mammography", None)):
-        space = spaces.default_space(study)
+        space = default_space(study)
         if cls is None:
             from projects.mammography.config import MammographyConfig as cls
         again = spaces.apply_overrides(space, space.text(), cls)
         assert again == space, study
-    patho = spaces.PATHOLOGY
+    patho = PATHOLOGY
     assert set(patho.names()) == {"arch", "depth", "filters", "lr", "batch_size", "equalization"}
     assert patho.get("filters").values() == (4, 8, 16, 32)
     assert any(str(a).startswith("smp:") for a in patho.get("arch").values())
-    mammo = spaces.MAMMOGRAPHY
+    mammo = MAMMOGRAPHY
     assert set(mammo.get("arch").values()) >= {"resnet18", "resnet34", "resnet50", "resnet101"}
     assert mammo.get("image_size").values() == (64, 128, 256)
 
 
 def test_space_overrides_are_typed_by_the_config():
-    space = spaces.apply_overrides(spaces.PATHOLOGY, "depth=3:5,filters=4:16,arch=unet|smp:Unet:resnet18,"
+    space = spaces.apply_overrides(PATHOLOGY, "depth=3:5,filters=4:16,arch=unet|smp:Unet:resnet18,"
                                                      "lr=1e-3,augment_flips=true|false,threshold=0.3:0.7",
                                    PathologyConfig)
     assert space.get("depth") == spaces.IntRange("depth", 3, 5)
@@ -101,7 +112,7 @@ def test_space_overrides_are_typed_by_the_config():
     assert space.get("lr") == spaces.Fixed("lr", 1e-3)
     assert space.get("augment_flips").values() == (True, False)
     assert space.get("threshold") == spaces.FloatRange("threshold", 0.3, 0.7)
-    assert spaces.apply_overrides(spaces.PATHOLOGY, "lr=1e-5:1e-1", PathologyConfig).get("lr").log
+    assert spaces.apply_overrides(PATHOLOGY, "lr=1e-5:1e-1", PathologyConfig).get("lr").log
     assert "lr" not in space.searched() and "depth" in space.searched()
 
 
@@ -109,55 +120,57 @@ def test_space_overrides_are_typed_by_the_config():
                                  "depth=a:b", "batch_size=2.5"])
 def test_bad_space_overrides_are_input_errors(bad):
     with pytest.raises(InputError):
-        spaces.apply_overrides(spaces.PATHOLOGY, bad, PathologyConfig)
+        spaces.apply_overrides(PATHOLOGY, bad, PathologyConfig)
 
 
 def test_depth_is_narrowed_to_what_the_tile_can_be_halved_to():
-    space = spaces.apply_overrides(spaces.PATHOLOGY, "arch=unet|elunet,depth=2:7", PathologyConfig)
-    fitted = spaces.fit_to_base(space, dataclasses.replace(TINY_BASE, tile_size=16))
+    space = spaces.apply_overrides(PATHOLOGY, "arch=unet|elunet,depth=2:7", PathologyConfig)
+    fitted = get_study("pathology").narrow_space(space, dataclasses.replace(TINY_BASE, tile_size=16))
     assert fitted.get("depth") == spaces.IntRange("depth", 2, 5)  # 16 -> 8 -> 4 -> 2 -> 1
     with pytest.raises(InputError, match="cannot halve|no depth"):
-        spaces.fit_to_base(spaces.apply_overrides(space, "depth=6:7", PathologyConfig),
+        get_study("pathology").narrow_space(spaces.apply_overrides(space, "depth=6:7", PathologyConfig),
                            dataclasses.replace(TINY_BASE, tile_size=24))
 
 
 def test_objectives_pruners_samplers_and_storage_resolve():
-    adapter = driver.adapter_for("pathology")
-    objs = driver.resolve_objectives(["accuracy", "model_size_mb"], adapter)
+    adapter = get_study("pathology")
+    objs = search_settings.resolve_objectives(["accuracy", "model_size_mb"], adapter)
     assert [(o.metric, o.direction) for o in objs] == [("val_jaccard", "maximize"), ("model_size_mb", "minimize")]
-    assert driver.resolve_objectives(["accuracy"], driver.adapter_for("mammography"))[0].metric == "val_f1_macro"
+    assert search_settings.resolve_objectives(["accuracy"], get_study("mammography"))[0].metric == "val_f1_macro"
     for bad in (["test_jaccard"], ["model_size_mb"], ["accuracy", "accuracy"], ["speed"]):
         with pytest.raises(InputError):
-            driver.resolve_objectives(bad, adapter)
+            search_settings.resolve_objectives(bad, adapter)
     kinds = {"median": optuna.pruners.MedianPruner, "median:startup=1,warmup=1": optuna.pruners.MedianPruner,
              "percentile:10": optuna.pruners.PercentilePruner, "sha": optuna.pruners.SuccessiveHalvingPruner,
              "hyperband": optuna.pruners.HyperbandPruner, "threshold:lower=0.2": optuna.pruners.ThresholdPruner,
              "none": optuna.pruners.NopPruner}
     for spec, cls in kinds.items():
-        assert isinstance(driver.build_pruner(spec, 5, 20, False)[0], cls), spec
-    assert driver.build_pruner("median:startup=1", 5, 20, False)[0]._n_startup_trials == 1
+        assert isinstance(factories.build_pruner(spec, 5, 20, False)[0], cls), spec
+    assert factories.build_pruner("median:startup=1", 5, 20, False)[0]._n_startup_trials == 1
     # Optuna cannot prune multi-objective trials: the pruner is switched off, and said so.
-    pruner, text = driver.build_pruner("median", 5, 20, True)
+    pruner, text = factories.build_pruner("median", 5, 20, True)
     assert isinstance(pruner, optuna.pruners.NopPruner) and "multi-objective" in text
     with pytest.raises(InputError):
-        driver.build_pruner("fancy", 5, 20, False)
-    assert isinstance(driver.build_sampler("auto", 2, 20, 0)[0], optuna.samplers.TPESampler)
-    assert isinstance(driver.build_sampler("nsga2", 2, 20, 0)[0], optuna.samplers.NSGAIISampler)
+        factories.build_pruner("fancy", 5, 20, False)
+    assert isinstance(factories.build_sampler("auto", 2, 20, 0)[0], optuna.samplers.TPESampler)
+    assert isinstance(factories.build_sampler("nsga2", 2, 20, 0)[0], optuna.samplers.NSGAIISampler)
     # Default storage: SQLite beside the tracking store's mlflow.db.
     store = Path(os.environ["MEDIMG_STORE"])
-    assert driver.default_storage_url() == f"sqlite:///{store / 'optuna.db'}"
-    assert driver.resolve_storage_url("journal:x/j.log").startswith("journal:/")
-    assert driver.safe_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert factories.default_storage_url() == f"sqlite:///{store / 'optuna.db'}"
+    assert factories.resolve_storage_url("journal:x/j.log").startswith("journal:/")
+    assert factories.safe_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
     with pytest.raises(InputError):
-        driver.resolve_storage_url("not a url")
+        factories.resolve_storage_url("not a url")
 
 
 def test_cli_show_space_and_bad_input(capsys):
-    assert search_main(["--show-space", "--space", "depth=3:4,arch=unet|elunet"]) == 0
+    assert search_main(["--study", "pathology", "--show-space", "--space", "depth=3:4,arch=unet|elunet"]) == 0
     out = capsys.readouterr().out
     assert "depth=3:4" in out and "filters=4:32:pow2" in out
-    assert search_main(["--space", "nosuch=1", "--n-trials", "1"]) == 2
-    assert search_main(["--objectives", "test_jaccard"]) == 2
+    assert search_main(["--study", "pathology", "--space", "nosuch=1", "--n-trials", "1"]) == 2
+    assert search_main(["--study", "pathology", "--objectives", "test_jaccard"]) == 2
+    assert search_main(["--show-space"]) == 2  # which study? (no study is a default)
+    assert "error: --study: name the study to search" in capsys.readouterr().err
     assert running_runs() == []
 
 
@@ -318,7 +331,8 @@ def test_epoch_budget_and_timeout_stop_the_search():
 
 
 def test_main_job_search_returns_a_summary():
-    line = driver.main_job_search(dataclasses.replace(TINY_BASE, epochs=1), n_trials=1, epochs=1)
+    line = driver.main_job_search("pathology", dataclasses.replace(TINY_BASE, epochs=1),
+                                   SearchPlan(n_trials=1, epochs=1, space="arch=unet|elunet,depth=3:5,filters=4:16"))
     assert isinstance(line, str) and "parent run" in line and "complete" in line
     assert running_runs() == []
 
@@ -421,13 +435,13 @@ def test_sigkill_mid_trial_then_resume_finishes_without_duplicates():
 
 
 def _postgres_admin():
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg = pytest.importorskip("psycopg")
     for user in ("postgres", "root"):
         try:
-            conn = psycopg2.connect(host="127.0.0.1", port=5432, dbname="test", user=user, connect_timeout=3)
-            conn.autocommit = True
+            conn = psycopg.connect(host="127.0.0.1", port=5432, dbname="test", user=user, connect_timeout=3,
+                                   autocommit=True)
             return conn, user
-        except psycopg2.Error:
+        except psycopg.Error:
             continue
     pytest.skip("PostgreSQL on 127.0.0.1:5432 (database test) is not reachable")
 
@@ -488,7 +502,7 @@ def test_workers_and_two_launchers_share_a_postgres_study(postgres_url):
     assert sorted(numbers) == sorted(t.number for t in done)
     assert {r.info.run_id for r in kids} == {t.user_attrs["mlflow_run_id"] for t in done}
     assert running_runs() == []
-    optuna.delete_study(study_name=name, storage=driver.resolve_storage_url(postgres_url))
+    optuna.delete_study(study_name=name, storage=factories.resolve_storage_url(postgres_url))
 
 
 @pytest.mark.slow
@@ -534,8 +548,8 @@ def test_a_duplicate_queues_an_untried_config():
     study = load("fresh")
     trained = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(trained) == 6 and summary.n_complete + summary.n_pruned == 6
-    assert len({driver._config_key(t.params) for t in trained}) == 6  # all distinct
+    assert len({admission.config_key(t.params) for t in trained}) == 6  # all distinct
     assert summary.n_duplicate >= 1  # (seed 0: TPE did re-propose, so the queueing was exercised)
     for copy in (t for t in study.trials if t.user_attrs.get("duplicate_of") is not None):
         queued = [t for t in study.trials if t.user_attrs.get("queued_after_duplicate") == copy.number]
-        assert len(queued) == 1 and driver._config_key(queued[0].params) != driver._config_key(copy.params)
+        assert len(queued) == 1 and admission.config_key(queued[0].params) != admission.config_key(copy.params)

@@ -171,10 +171,8 @@ def final_loss(key: str, steps: int) -> float:
 
 # --- the worker ---------------------------------------------------------------------------
 def _storage_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):  # SQLAlchemy 2.1 would pick psycopg 3
-        if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix):]
-    return url
+    """postgres:// as postgresql:// (SQLAlchemy's name; psycopg 3 is its default driver)."""
+    return "postgresql://" + url[len("postgres://"):] if url.startswith("postgres://") else url
 
 
 def _open_study(settings: LoadSettings, create: bool):

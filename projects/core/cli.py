@@ -19,6 +19,13 @@ def str2bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in str(text).replace(";", ",").split(",") if x.strip()]

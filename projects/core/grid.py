@@ -1,17 +1,21 @@
-"""What every study's grid does around its cells: one nested child run per cell, a cell
-that does not fit marked rather than fatal, and the tables logged on the parent.
+"""What every study's grid does: check every cell and prepare its data before the parent
+run starts, one nested child run per cell (a cell that does not fit is marked, not fatal),
+and the runs table and the study's paper-vs-ours table logged on the parent.
 
-    cells = [GridCell(name, {"arch": ..., "seed": ...}, lambda: study.run(cfg).metrics), ...]
-    runs = run_cells(cells)               # inside the active parent run
-    log_tables(runs, comparison_table(runs))
+    plan = plan_grid(study, grid)            # bad input fails here, before any run
+    with tracking.study_run(study.experiment, study.grid_run_name(grid)):
+        table = run_grid(study, grid, plan)  # the comparison table
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -69,3 +73,61 @@ def _markdown(table: pd.DataFrame) -> str:
         return table.to_markdown(index=False, floatfmt=".3f")
     except ImportError:  # tabulate is optional
         return table.to_string(index=False)
+
+
+# --- the whole grid of a study -----------------------------------------------------------------
+@dataclass
+class GridPlan:
+    configs: list  # one per child run, in order
+    prepared: dict[tuple, Any] = field(default_factory=dict)  # data key -> the study's prepared data
+
+    def data_for(self, study, cfg) -> Any:
+        return self.prepared[_data_key(study, cfg)]
+
+
+def _data_key(study, cfg) -> tuple:
+    return tuple(getattr(cfg, name) for name in study.grid_data_fields)
+
+
+def plan_grid(study, grid) -> GridPlan:
+    """Every cell checked and its data prepared (once per data variant) before any run starts."""
+    configs = study.grid_configs(grid)
+    for cfg in configs:
+        study.check(cfg)
+    plan = GridPlan(configs)
+    for cfg in configs:
+        key = _data_key(study, cfg)
+        if key not in plan.prepared:
+            plan.prepared[key] = study.prepare(cfg)
+    return plan
+
+
+def run_grid(study, grid, plan: GridPlan | None = None) -> pd.DataFrame:
+    """Inside the active (parent) run: one child per cell; returns the paper-vs-ours table."""
+    plan = plan or plan_grid(study, grid)
+    first = plan.prepared[_data_key(study, plan.configs[0])] if plan.configs else None
+    mlflow.set_tags({tracking.TAG_STUDY: study.name, tracking.TAG_RUN_KIND: tracking.RUN_KIND_GRID_PARENT}
+                    | study.grid_tags(grid, first))
+    params = {f"grid.{k}": _param(v) for k, v in dataclasses.asdict(grid).items() if k != "base"}
+    mlflow.log_params(params | {"grid.n_runs": len(plan.configs)})
+    tracking.log_config(grid.base, prefix="base")
+    cells = [GridCell(*study.grid_cell(cfg), functools.partial(_train, study, cfg, plan.data_for(study, cfg)))
+             for cfg in plan.configs]
+    runs = run_cells(cells)
+    table = study.comparison_table(runs)
+    log_tables(runs, table)
+    return table
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ";".join("/".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in value)
+    return str(value)
+
+
+def _train(study, cfg, prepared) -> dict[str, float]:
+    """The cell's held-out metrics plus its efficiency numbers (the tables show both)."""
+    result = study.run(cfg, prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
+    efficiency = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
+    return dict(result.metrics) | {key: logged[key] for key in efficiency if key in logged}

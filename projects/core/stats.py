@@ -17,3 +17,10 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
     return mean, float(stats.t.ppf(0.975, len(vals) - 1) * sd / math.sqrt(len(vals)))
+
+
+def summarise(values) -> tuple[float, float, int]:
+    """Mean, 95% CI half-width (NaN unless there are repeats) and count of finite values."""
+    vals = [float(v) for v in values if v is not None and v == v and math.isfinite(float(v))]
+    mean, ci = mean_ci95(vals)
+    return mean, (ci if len(vals) > 1 else float("nan")), len(vals)

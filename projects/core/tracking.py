@@ -21,21 +21,16 @@ from mlflow.tracking import MlflowClient
 from projects.core import runtime
 from projects.core.errors import InputError
 
-# --- experiments and registered models -------------------------------------------------
-STUDIES = ("mammography", "pathology")
+# --- experiments -----------------------------------------------------------------------
+# The platform's own experiments; each study's runs go to the experiment named after the
+# study (projects.core.study.Study.experiment), and its registered models are
+# `<study>-<task>` (Study.model_name).
 EXPERIMENTS = {
-    "mammography": "mammography",
-    "pathology": "pathology",
     "search": "search",
     "dashboard": "dashboards",
     "benchmark": "benchmarks",
     "main": "main",
 }
-
-
-def registered_model_name(study: str, task: str) -> str:
-    """`mammography-<task>` per classification task; pathology has one task."""
-    return "pathology-tumor" if study == "pathology" else f"mammography-{task}"
 
 
 # --- tags ---------------------------------------------------------------------------------
@@ -56,7 +51,7 @@ RUN_KIND_TRIAL = "trial"
 TRAINED_RUN_KINDS = (RUN_KIND_SINGLE, RUN_KIND_GRID_CHILD, RUN_KIND_TRIAL)  # runs that hold a model
 PARENT_RUN_KINDS = (RUN_KIND_GRID_PARENT, RUN_KIND_SEARCH_PARENT)
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests children under the parent in the UI
-# Search (projects/search/driver.py writes them; dashboards and registry read them)
+# Search (the projects.search package writes them; dashboards and registry read them)
 TAG_SEARCH_NAME = "search_name"
 TAG_TRIAL_NUMBER = "trial_number"
 TAG_TRIAL_STATE = "trial_state"  # RUNNING | COMPLETE | PRUNED | FAIL
@@ -232,27 +227,26 @@ def log_metrics_finite(metrics: Mapping[str, float], step: int | None = None) ->
 
 
 def log_config(config: Any, prefix: str = "") -> None:
-    """Log a (nested) dataclass config as params: everything a run decided is written down.
+    """Log a config's settings as params, by their flat names (the CLI and MLproject names):
+    everything a run decided is written down.
 
     Keys the run already has are left alone: `mlflow run` logs the entry point's -P values
     first (as typed strings), and MLflow refuses to change a param.
     """
-    import dataclasses
-
-    flat: dict[str, Any] = {}
-
-    def walk(obj: Any, key: str) -> None:
-        if dataclasses.is_dataclass(obj):
-            for field in dataclasses.fields(obj):
-                walk(getattr(obj, field.name), f"{key}.{field.name}" if key else field.name)
-        elif isinstance(obj, bool):
-            flat[key] = str(obj).lower()
-        else:
-            flat[key] = "" if obj is None else (obj if isinstance(obj, (int, float, str)) else str(obj))
-
-    walk(config, prefix)
+    flat = config.flat() if hasattr(config, "flat") else vars(config)
+    params = {}
+    for key, value in flat.items():
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        elif value is None:
+            value = ""
+        elif not isinstance(value, (int, float, str)):
+            value = str(value)
+        params[f"{prefix}.{key}" if prefix else key] = value
     existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 
 
 # --- run lifecycle ----------------------------------------------------------------------------
@@ -311,7 +305,7 @@ def close_stale_runs(experiment: str, older_than_s: float = 0.0, filter_string: 
         tags = run.data.tags
         same_host = tags.get("host") == socket.gethostname()
         pid = int(tags.get("pid", "0") or 0)
-        alive = same_host and pid > 0 and _pid_alive(pid)
+        alive = same_host and pid > 0 and pid_alive(pid)
         age = time.time() - run.info.start_time / 1000
         if (same_host and pid and not alive) or (not same_host and older_than_s and age > older_than_s):
             stale.append(run)
@@ -347,7 +341,7 @@ def _close_stale_quietly(experiment: str) -> None:
               + ", ".join(r[:8] for r in closed), file=sys.stderr)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -18,21 +18,21 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from projects.core import tracking
+from projects.core.config import Section, setting
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+class TrainConfig(Section):
+    """The training settings every study shares (a study's config subclasses them to set its
+    paper's defaults and add its own)."""
+    epochs: int = setting(10, "training epochs", min=1)
+    batch_size: int = setting(32, "batch size", min=1)
+    lr: float = setting(1e-4, "Adam learning rate", positive=True)
+    weight_decay: float = setting(0.0, "Adam weight decay", min=0)
     # Early stopping on validation loss; 0 disables it (every epoch runs, the best is kept).
-    patience: int = 0
-    seed: int = 0
-    # A last batch of one sample swings BatchNorm statistics wildly (measured on MIAS with
-    # 257 training films and batch 32): drop incomplete batches.
-    drop_last: bool = True
-    progress: bool = True
+    patience: int = setting(0, "early stopping: epochs without a better val_loss; 0 = off", min=0)
+    seed: int = setting(0, "seed of the split, the initialisation and the data order")
+    progress: bool = setting(True, "progress bar and one line per epoch", cli_flag=False)
 
 
 @dataclass
@@ -68,10 +68,6 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
 
     With no validation loader the last epoch's weights are kept.
     """
-    if config.epochs < 1:
-        from projects.core.errors import InputError
-
-        raise InputError("epochs", f"must be at least 1, got {config.epochs}")
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr,
                                               weight_decay=config.weight_decay)
     best_loss, best_state, best_epoch, best_metrics = float("inf"), None, 0, {}

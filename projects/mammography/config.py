@@ -1,31 +1,67 @@
-"""Every setting of a mammography run, with the paper's values as defaults."""
+"""Every setting of a mammography run, with the paper's values as defaults (declared once:
+the command line, MLproject check, search space and logged params read these fields)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from projects.core.config import Config, Section, section, setting
+from projects.core.errors import InputError
+from projects.core.training import TrainConfig
+from projects.mammography.data import TASKS
+from projects.mammography.splits import parse_ratio
+
 
 @dataclass
-class MammographyConfig:
-    data: str = "embedded"  # "embedded" or a folder (mini-MIAS layout or folder-per-class)
-    task: str = "7class"  # 7class | benign_malignant | normal_abnormal
-    arch: str = "resnet101"  # any timm architecture
-    weights: str = ""  # optional local pretrained weights file (nothing is downloaded)
-    image_size: int = 256  # the paper: 256 (128 and 64 also tried)
-    split: str = "80:20"  # train:test
-    val_fraction: float = 0.2  # of the training films, for early stopping / model selection
-    augment: bool = False  # the paper's "augmented data" scenario, training films only
-    augment_factor: int = 2  # training set size multiplier (the paper's counts imply ~2x)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    class_weighted: bool = False  # the fix for the all-NORM collapse (see README)
-    patience: int = 0  # early stopping on val_loss; 0 = off
-    seed: int = 0
-    skip_missing: bool = False
-    embedded_size: int = 256  # resolution of the generated films when data=embedded
-    cpu_predict_n: int = 0  # images in the CPU timing; 0 = every test film
+class MammographyData(Section):
+    data: str = setting("embedded", "'embedded' or a mini-MIAS / folder-per-class folder")
+    task: str = setting("7class", " | ".join(TASKS))
+    image_size: int = setting(256, "input size in px (the paper: 256; 128 and 64 also tried)", min=16, max=2048)
+    split: str = setting("80:20", "train:test ratio, e.g. 80:20")
+    val_fraction: float = setting(0.2, "share of the training films for validation (early stopping, model "
+                                       "selection)", unit_interval=True)
+    augment: bool = setting(False, "the paper's augmented scenario (training films only)")
+    augment_factor: int = setting(2, "training set size multiplier when augmenting (the paper's counts imply ~2x)",
+                                  min=1)
+    skip_missing: bool = setting(False, "skip Info.txt rows whose film file is missing")
+    embedded_size: int = setting(256, "resolution of the generated films when data=embedded", min=16)
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise InputError("task", f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        try:
+            parse_ratio(self.split)
+        except InputError as exc:
+            raise InputError("split", exc.problem) from None
+
+
+@dataclass
+class MammographyModel(Section):
+    arch: str = setting("resnet101", "any timm architecture (random init)")
+    weights: str = setting("", "optional local pretrained weights file (nothing is downloaded)")
+
+
+@dataclass
+class MammographyTrain(TrainConfig):
+    epochs: int = setting(10, "training epochs", min=1)
+    batch_size: int = setting(32, "batch size", min=2)
+    lr: float = setting(1e-4, "Adam learning rate", positive=True)
+    class_weighted: bool = setting(False, "inverse-frequency class weights in the loss (the fix for the "
+                                          "all-NORM collapse, see README)")
+
+
+@dataclass
+class MammographyEvaluation(Section):
+    cpu_predict_n: int = setting(0, "images in the CPU timing; 0 = every test film", min=0)
     # Also time ONNX Runtime (exported, checked against eager to 1e-4) with the same protocol:
     # cpu_*_onnx metrics beside the eager ones (benchmarks/RESULTS.md: which runtime is fastest).
-    onnx_timing: bool = True
-    log_model: bool = True  # full MLflow model (registry candidate) vs weights file only
-    progress: bool = True
+    onnx_timing: bool = setting(True, "also time ONNX Runtime (cpu_total_s_onnx ...)")
+    log_model: bool = setting(True, "log the full MLflow model (a registry candidate), not only the weights")
+
+
+@dataclass(init=False)
+class MammographyConfig(Config):
+    # Sections: dataset (not "data": that is the setting naming the data folder), model, train, evaluation.
+    dataset: MammographyData = section(MammographyData)
+    model: MammographyModel = section(MammographyModel)
+    train: MammographyTrain = section(MammographyTrain)
+    evaluation: MammographyEvaluation = section(MammographyEvaluation)

@@ -26,7 +26,7 @@ from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
 from projects.mammography.models import ClassProbabilities, build_classifier
 from projects.mammography.splits import parse_ratio, split_films, split_table
-from projects.core.training import EpochHook, TrainConfig, fit, seed_everything
+from projects.core.training import EpochHook, fit, seed_everything
 
 STUDY = "mammography"
 
@@ -76,25 +76,8 @@ def _read_resized(root: Path, skip_missing: bool, size: int) -> dict[str, np.nda
     return out
 
 
-def _check_config(config: MammographyConfig) -> None:
-    if config.task not in mias.TASKS:
-        raise InputError("task", f"unknown task {config.task!r}; choose from {', '.join(mias.TASKS)}")
-    if config.image_size < 16 or config.image_size > 2048:
-        raise InputError("image_size", f"must be between 16 and 2048, got {config.image_size}")
-    if config.epochs < 1:
-        raise InputError("epochs", f"must be at least 1, got {config.epochs}")
-    if config.batch_size < 2:
-        raise InputError("batch_size", f"must be at least 2, got {config.batch_size}")
-    if not 0 < config.val_fraction < 1:
-        raise InputError("val_fraction", f"must be in (0, 1), got {config.val_fraction}")
-    if config.augment_factor < 1:
-        raise InputError("augment_factor", f"must be at least 1, got {config.augment_factor}")
-    if config.lr <= 0:
-        raise InputError("lr", f"must be positive, got {config.lr}")
-    try:
-        parse_ratio(config.split)
-    except InputError as exc:
-        raise InputError("split", exc.problem) from None
+def check_config(config: MammographyConfig) -> None:
+    """What the config cannot check itself: the architecture exists, the weights file too."""
     import timm
 
     if not timm.is_model(config.arch):
@@ -105,7 +88,7 @@ def _check_config(config: MammographyConfig) -> None:
 
 def prepare_data(config: MammographyConfig) -> PreparedData:
     """Everything that can fail on bad input happens here, before any run is started."""
-    _check_config(config)
+    check_config(config)
     root = resolve_data_root(config)
     films, skipped, digest = _load_films(root.resolve(), config.skip_missing)
     kept, labels, class_names = mias.task_view(films, config.task)
@@ -228,13 +211,11 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
         inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
         weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
-    train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                            patience=config.patience, seed=config.seed, progress=config.progress)
     train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True)
     val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False)
                   if counts["val"] else None)
     # Validation loss is unweighted: it selects the model, it should not favour rare classes.
-    result = fit(model, train_loader, val_loader, loss_fn, train_cfg,
+    result = fit(model, train_loader, val_loader, loss_fn, config.train,
                  _evaluator(nn.CrossEntropyLoss(), prepared.class_names), on_epoch=on_epoch)
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})

@@ -1,12 +1,8 @@
-"""python -m projects.pathology [grid] [options]"""
+"""python -m projects.pathology [run|grid] [options]"""
 import sys
 
-from projects.pathology import cli
+from projects.core import entry
+from projects.pathology.plugin import STUDY
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if argv and argv[0] == "grid":
-        sys.exit(cli.grid_main(argv[1:]))
-    if argv and argv[0] == "run":
-        argv = argv[1:]
-    sys.exit(cli.main(argv))
+    sys.exit(entry.main_for(STUDY))

@@ -1,34 +1,65 @@
-"""Every setting of a pathology run, with the paper's values as defaults."""
+"""Every setting of a pathology run, with the paper's values as defaults (declared once:
+the command line, MLproject check, search space and logged params read these fields).
+
+Tile size, equalisation and mpp are checked where they are used, by the preprocessing
+(`preprocess.PreprocessConfig`); the tile size against the model's depth by the study's
+`check`: each rule lives in one place.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from projects.core.config import Config, Section, section, setting
+from projects.core.training import TrainConfig
+
 
 @dataclass
-class PathologyConfig:
-    data: str = "embedded"  # "embedded" or a folder (PAIP 2023 layout or images/ + masks/)
-    arch: str = "elunet"  # unet | elunet | smp:<Architecture>:<encoder>
-    filters: int = 8  # initial filters n; level i has n * 2^(i-1)
-    depth: int = 5  # levels of the contracting path
-    upsample: str = "bilinear"  # ELU-Net's parameter-free upsampling
-    mpp: float = 0.0  # keep only tiles at this microns-per-pixel (the paper: 0.25); 0 = all
-    tile_size: int = 256
-    equalization: str = "hist"  # hist (the paper) | clahe | none
-    augment_flips: bool = True  # x4: original, vertical, horizontal, both (training only)
-    test_count: int = 0  # source images held out for test (the paper: 10 of 46); 0 = use test_fraction
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2  # of the remaining images (the paper: 80:20)
-    epochs: int = 40
-    batch_size: int = 8
-    lr: float = 1e-4
-    patience: int = 5  # early stopping on val_loss, best weights restored; 0 = off
-    threshold: float = 0.5  # probability -> tumour pixel
-    seed: int = 0
-    cpu_predict_n: int = 57  # tiles in the paper's CPU timing
-    embedded_images: int = 24
-    embedded_size: int = 512
+class PathologyData(Section):
+    data: str = setting("embedded", "'embedded' or a PAIP 2023 / images+masks folder")
+    mpp: float = setting(0.0, "keep only tiles at this microns-per-pixel (the paper: 0.25); 0 = all", min=0)
+    tile_size: int = setting(256, "tile size in px (each source image is cut into tiles)")
+    equalization: str = setting("hist", "hist (the paper) | clahe | none")
+    augment_flips: bool = setting(True, "x4 flips of the training tiles (original, vertical, horizontal, both)")
+    test_count: int = setting(0, "source images held out for test (the paper: 10 of 46); 0 = use test_fraction",
+                              min=0)
+    # Both fractions are checked where the split is made (preprocess.split_images).
+    test_fraction: float = setting(0.2, "share of the source images for test")
+    val_fraction: float = setting(0.2, "share of the remaining images for validation (the paper: 80:20)")
+    embedded_images: int = setting(24, "source images of the generated set when data=embedded", min=3)
+    embedded_size: int = setting(512, "size in px of the generated images when data=embedded", min=16)
+
+
+@dataclass
+class PathologyModel(Section):
+    arch: str = setting("elunet", "unet | elunet | smp:<Arch>:<encoder>")
+    filters: int = setting(8, "initial filters n; level i has n * 2^(i-1)")
+    depth: int = setting(5, "levels of the contracting path")
+    upsample: str = setting("bilinear", "ELU-Net's parameter-free upsampling: bilinear | nearest")
+
+
+@dataclass
+class PathologyTrain(TrainConfig):
+    epochs: int = setting(40, "training epochs", min=1)
+    batch_size: int = setting(8, "batch size", min=1)
+    lr: float = setting(1e-4, "Adam learning rate", positive=True)
+    patience: int = setting(5, "early stopping: epochs without a better val_loss (best weights restored); 0 = off",
+                            min=0)
+
+
+@dataclass
+class PathologyEvaluation(Section):
+    threshold: float = setting(0.5, "probability -> tumour pixel", unit_interval=True)
+    cpu_predict_n: int = setting(57, "tiles in the paper's CPU timing", min=1)
     # Also time ONNX Runtime (exported, checked against eager to 1e-4) with the same protocol:
     # cpu_*_onnx metrics beside the eager ones (benchmarks/RESULTS.md: which runtime is fastest).
-    onnx_timing: bool = True
-    log_model: bool = True  # full MLflow model (registry candidate) vs weights file only
-    progress: bool = True
+    onnx_timing: bool = setting(True, "also time ONNX Runtime (cpu_total_s_onnx ...)")
+    log_model: bool = setting(True, "log the full MLflow model (a registry candidate), not only the weights")
+
+
+@dataclass(init=False)
+class PathologyConfig(Config):
+    # Sections: dataset (not "data": that is the setting naming the data folder), model, train, evaluation.
+    dataset: PathologyData = section(PathologyData)
+    model: PathologyModel = section(PathologyModel)
+    train: PathologyTrain = section(PathologyTrain)
+    evaluation: PathologyEvaluation = section(PathologyEvaluation)

@@ -3,63 +3,53 @@ the paper's 13 trained cells), with a paper-vs-ours table (params, Jaccard, CPU 
 on the parent. Cells that do not fit in memory or time are marked, not fatal."""
 from __future__ import annotations
 
-import dataclasses
-import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import mlflow
 import pandas as pd
 
 from projects.core import tracking
-from projects.core.grid import GridCell, log_tables, run_cells
-from projects.pathology import study
+from projects.core.config import setting
 from projects.pathology.config import PathologyConfig
 from projects.pathology.paper import TABLE_V
 
 
 @dataclass
 class PathologyGridConfig:
-    base: PathologyConfig = field(default_factory=PathologyConfig)
-    # (arch, filters, depth) cells; empty means Table V's 13 trained cells
-    cells: list[tuple[str, int, int]] = field(default_factory=list)
-    repeats: int = 1
+    base: PathologyConfig = setting(PathologyConfig(), "every cell's settings", cli_flag=False)
+    # (arch, filters, depth) cells; empty means Table V's 13 trained cells (or the lists below)
+    cells: list = setting([], "(arch, filters, depth) cells", cli_flag=False)
+    archs: list[str] = setting([], "with --filters-list/--depths: a custom grid (empty: Table V's 13 cells)")
+    filters_list: list[int] = setting([], "initial filters of a custom grid, comma-separated")
+    depths: list[int] = setting([], "depths of a custom grid, comma-separated")
+    repeats: int = setting(1, "seeds per cell (mean and 95% CI in the parent's table)", min=1)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            from projects.core.errors import InputError
+
+            raise InputError("repeats", f"must be at least 1, got {self.repeats}")
 
     def resolved_cells(self) -> list[tuple[str, int, int]]:
-        return self.cells or [(row.arch, row.filters, row.depth) for row in TABLE_V]
+        if self.cells:
+            return [tuple(c) for c in self.cells]
+        if self.archs or self.filters_list or self.depths:
+            return cells_from_lists(self.archs or [self.base.arch], self.filters_list or [self.base.filters],
+                                    self.depths or [self.base.depth])
+        return [(row.arch, row.filters, row.depth) for row in TABLE_V]
 
 
 def cells_from_lists(archs: list[str], filters: list[int], depths: list[int]) -> list[tuple[str, int, int]]:
     return [(a, n, d) for a in archs for n in filters for d in depths]
 
 
-def run_grid(grid: PathologyGridConfig) -> pd.DataFrame:
-    cells = grid.resolved_cells()
-    configs = [dataclasses.replace(grid.base, arch=a, filters=n, depth=d, seed=grid.base.seed + r)
-               for a, n, d in cells for r in range(grid.repeats)]
-    for cfg in configs:
-        study.check_config(cfg)  # an impossible cell fails before anything trains
-    prepared = study.prepare_data(grid.base)  # one split and one tile cache for every cell
-    mlflow.set_tags({tracking.TAG_STUDY: study.STUDY, tracking.TAG_TASK: study.TASK,
-                     tracking.TAG_RUN_KIND: tracking.RUN_KIND_GRID_PARENT, tracking.TAG_DATASET_DIGEST: prepared.digest})
-    mlflow.log_params({"grid.cells": ";".join(f"{a}/{n}/{d}" for a, n, d in cells),
-                       "grid.repeats": grid.repeats, "grid.n_runs": len(configs)})
-    tracking.log_config(grid.base, prefix="base")
-    cells = [GridCell(f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}-s{cfg.seed}",
-                      {"arch": cfg.arch, "filters": cfg.filters, "depth": cfg.depth, "seed": cfg.seed},
-                      functools.partial(_train, cfg, prepared))
-             for cfg in configs]
-    runs = run_cells(cells)
-    table = comparison_table(runs)
-    log_tables(runs, table)
-    return table
+def grid_configs(grid: PathologyGridConfig) -> list[PathologyConfig]:
+    return [grid.base.replace(arch=a, filters=n, depth=d, seed=grid.base.seed + r)
+            for a, n, d in grid.resolved_cells() for r in range(grid.repeats)]
 
 
-def _train(cfg: PathologyConfig, prepared) -> dict[str, float]:
-    """The cell's metrics plus its efficiency numbers (the comparison table shows both)."""
-    result = study.run(cfg, prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
-    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
-    efficiency = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
-    return dict(result.metrics) | {key: logged.get(key) for key in efficiency}
+def cell(cfg: PathologyConfig) -> tuple[str, dict]:
+    return (f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}-s{cfg.seed}",
+            {"arch": cfg.arch, "filters": cfg.filters, "depth": cfg.depth, "seed": cfg.seed})
 
 
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:

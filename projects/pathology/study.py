@@ -23,7 +23,7 @@ from projects.pathology import metrics as seg_metrics
 from projects.pathology import preprocess
 from projects.pathology.config import PathologyConfig
 from projects.pathology.models import build_model, min_input_multiple
-from projects.core.training import EpochHook, TrainConfig, fit, seed_everything
+from projects.core.training import EpochHook, fit, seed_everything
 
 STUDY = "pathology"
 TASK = "tumor"
@@ -94,17 +94,8 @@ def resolve_data_root(config: PathologyConfig) -> Path:
 
 
 def check_config(config: PathologyConfig) -> None:
-    """Reject what cannot train before any run starts (search uses this to skip trials)."""
-    if config.epochs < 1:
-        raise InputError("epochs", f"must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise InputError("batch_size", f"must be at least 1, got {config.batch_size}")
-    if config.lr <= 0:
-        raise InputError("lr", f"must be positive, got {config.lr}")
-    if not 0 < config.threshold < 1:
-        raise InputError("threshold", f"must be in (0, 1), got {config.threshold}")
-    if config.cpu_predict_n < 1:
-        raise InputError("cpu_predict_n", f"must be at least 1, got {config.cpu_predict_n}")
+    """What the config cannot check itself: the model builds and the tile can be halved to its
+    depth. Decided before any run starts (the search uses it to reject a trial untrained)."""
     with torch.device("meta"):  # shapes only: validates arch/filters/depth/upsample for free
         build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
     multiple = min_input_multiple(config.arch, config.depth)
@@ -189,13 +180,11 @@ def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind
 
     generator = seed_everything(config.seed)
     model = build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
-    train_cfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                            patience=config.patience, seed=config.seed, progress=config.progress)
     train_loader = DataLoader(TileDataset(arrays["train"]), batch_size=config.batch_size, shuffle=True,
                               generator=generator, drop_last=counts["train"] > config.batch_size)
     val_loader = DataLoader(TileDataset(arrays["val"]), batch_size=config.batch_size) if counts["val"] else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = fit(model, train_loader, val_loader, MaskedBCE(), train_cfg, _evaluator(config.threshold),
+    result = fit(model, train_loader, val_loader, MaskedBCE(), config.train, _evaluator(config.threshold),
                  on_epoch=on_epoch, optimizer=optimizer)
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})

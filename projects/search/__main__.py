@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 from projects.core import cli
+from projects.core import space as spaces
 from projects.core.errors import InputError
+from projects.core.study import get_study, study_names
+from projects.search import driver, workers
+from projects.search.settings import SearchSettings
 
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+_float = cli.number
 
 
 def _optional_int(text: str) -> int | None:
@@ -29,12 +28,10 @@ def _optional_int(text: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from projects.search.driver import SearchSettings
-
     d = SearchSettings()
     p = argparse.ArgumentParser(prog="search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", default=d.study, choices=("pathology", "mammography"))
+    p.add_argument("--study", default="", help=f"the study to search: {' | '.join(study_names())}")
     p.add_argument("--n-trials", type=cli.positive_int, default=d.n_trials,
                    help="target: the study ends with this many COMPLETE + PRUNED trials (resume-safe)")
     p.add_argument("--epochs", type=cli.positive_int, default=d.epochs, help="epochs per trial")
@@ -76,16 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace):
-    from projects.search import spaces
-    from projects.search.driver import SearchSettings, adapter_for
-
-    adapter = adapter_for(args.study)
-    overrides = spaces.parse_assignments(args.base, adapter.config_cls)
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    if not args.study:
+        raise InputError("--study", f"name the study to search: {', '.join(study_names())}")
+    study = get_study(args.study)
+    overrides = spaces.parse_assignments(args.base, study.config_cls)
     overrides.setdefault("data", args.data)
     if args.log_model is not None:
         overrides["log_model"] = args.log_model
-    base = adapter.config_cls(**overrides)
+    base = study.config_cls.of(**overrides)
     return SearchSettings(
         study=args.study, base=base, name=args.name.strip(), n_trials=args.n_trials, epochs=args.epochs,
         objectives=tuple(cli.str_list(args.objectives)), pruner=args.pruner, sampler=args.sampler,
@@ -96,12 +92,10 @@ def settings_from_args(args: argparse.Namespace):
 
 @cli.entry_point
 def main(argv: list[str] | None = None) -> int:
-    from projects.search import driver
-
     args = build_parser().parse_args(argv)
     if args.worker_settings:
-        settings = driver.SearchSettings.from_json(Path(args.worker_settings).read_text())
-        driver.run_worker(settings, args.worker_index, args.parent_run_id)
+        settings = SearchSettings.from_json(Path(args.worker_settings).read_text())
+        workers.run_worker(settings, args.worker_index, args.parent_run_id)
         return 0
     settings = settings_from_args(args)
     if args.show_space:

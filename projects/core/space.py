@@ -17,19 +17,18 @@ the others; a field that is not in the default space is added (any field of the 
 config dataclass, typed by it). An override of a pow2 or log entry keeps that scale unless
 it names another one (`filters=4:16` stays powers of two).
 
-Which combinations are invalid (a depth the tile cannot be halved to, a model over the
-parameter budget) is decided by the driver before anything trains; the pathology space
-already narrows `depth` to what the base tile size allows for U-Net / ELU-Net.
+Each study declares its default space as text (`Study.default_space`) and may narrow it for
+a base config (`Study.narrow_space`); which combinations are invalid (a depth the tile
+cannot be halved to, a model over the parameter budget) is decided by the search before
+anything trains.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projects.core.cli import str2bool
+from projects.core.config import Config, coerce
 from projects.core.errors import InputError
 
 # --- one entry of a space ---------------------------------------------------------------
@@ -175,64 +174,19 @@ class Space:
         return "\n".join(lines)
 
 
-# --- the two studies' default spaces -----------------------------------------------------
-# Pathology (Table V's axes + training knobs): U-Net / ELU-Net / an smp model, the depth and
-# initial filters the paper varied, learning rate, batch size, histogram equalisation on/off.
-# smp encoders fix their own widths (filters is ignored) and allow depth <= 5; an smp arch
-# with depth 6 is rejected before training. Add more with e.g.
-# `--space arch=unet|elunet|smp:Unet:resnet18|smp:FPN:mobilenet_v2`.
-PATHOLOGY = Space("pathology", (
-    Choice("arch", ("unet", "elunet", "smp:Unet:resnet18")),
-    IntRange("depth", 3, 6),
-    Pow2("filters", 4, 32),
-    FloatRange("lr", 1e-4, 1e-2, log=True),
-    Choice("batch_size", (4, 8, 16)),
-    Choice("equalization", ("hist", "none")),
-))
-
-# Mammography (the paper's ResNets at the three image sizes it tried) + training knobs.
-MAMMOGRAPHY = Space("mammography", (
-    Choice("arch", ("resnet18", "resnet34", "resnet50", "resnet101")),
-    Choice("image_size", (64, 128, 256)),
-    FloatRange("lr", 1e-4, 1e-2, log=True),
-    Choice("augment", (False, True)),
-    Choice("class_weighted", (False, True)),
-))
-
-DEFAULT_SPACES = {"pathology": PATHOLOGY, "mammography": MAMMOGRAPHY}
-
-
-def default_space(study: str) -> Space:
-    try:
-        return DEFAULT_SPACES[study]
-    except KeyError:
-        raise InputError("study", f"unknown study {study!r}; choose from {', '.join(DEFAULT_SPACES)}") from None
-
-
 # --- parsing `--space` --------------------------------------------------------------------
 
 
 def field_types(config_cls: type) -> dict[str, type]:
-    """Config field -> its Python type (int, float, str, bool)."""
-    hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+    """Flat setting name -> its Python type (int, float, str, bool, list)."""
+    return {name: leaf.type for name, leaf in config_cls.settings().items()}
 
 
 def _convert(name: str, text: str, kind: type) -> Any:
-    text = text.strip()
     try:
-        if kind is bool:
-            return str2bool(text)
-        if kind is int:
-            value = float(text)
-            if not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind is float:
-            return float(text)
-    except (ValueError, TypeError, Exception) as exc:  # argparse.ArgumentTypeError included
-        raise InputError("--space", f"{name}: {text!r} is not a valid {kind.__name__}") from exc
-    return text
+        return coerce(name, text.strip(), kind)
+    except InputError:
+        raise InputError("--space", f"{name}: {text.strip()!r} is not a valid {kind.__name__}") from None
 
 
 def split_entries(text: str) -> list[tuple[str, str]]:
@@ -288,8 +242,13 @@ def parse_param(name: str, text: str, kind: type, previous: Param | None = None)
     return Fixed(name, _convert(name, text, kind))
 
 
+def parse_space(study: str, text: str, config_cls: type) -> Space:
+    """A space from its text form (a study's `default_space`, or a logged `space` param)."""
+    return apply_overrides(Space(study, ()), text, config_cls)
+
+
 def apply_overrides(space: Space, overrides: str, config_cls: type) -> Space:
-    """The default space with `--space` entries replacing or adding fields."""
+    """The space with `--space` entries replacing or adding fields."""
     types = field_types(config_cls)
     for name, text in split_entries(overrides):
         if name not in types:
@@ -312,46 +271,6 @@ def parse_assignments(text: str, config_cls: type) -> dict[str, Any]:
     return out
 
 
-# --- study-specific narrowing -----------------------------------------------------------
-
-
-def fit_to_base(space: Space, base: Any) -> Space:
-    """Narrow what cannot work with the base config, so the sampler never proposes it.
-
-    Pathology: with only U-Net/ELU-Net archs, `depth` is capped at what the tile size can be
-    halved to (tile 64 -> depth <= 7, tile 48 -> depth <= 5). smp encoders have their own
-    output stride, checked per trial (a rejected trial, not a trained one).
-    """
-    if space.study != "pathology":
-        return space
-    depth = space.get("depth")
-    arch = space.get("arch")
-    tile = space.get("tile_size")
-    if depth is None or not isinstance(depth, IntRange) or (tile is not None and not isinstance(tile, Fixed)):
-        return space
-    archs = arch.values() if arch is not None else (base.arch,)
-    if any(str(a).startswith("smp:") for a in archs):
-        return space
-    from projects.pathology.models import MAX_DEPTH
-
-    tile_size = tile.value if tile is not None else base.tile_size
-    ok = [d for d in range(depth.low, depth.high + 1) if d <= MAX_DEPTH and tile_size % (2 ** (d - 1)) == 0]
-    if not ok:
-        raise InputError("--space", f"no depth in {depth.text()} can halve tile size {tile_size}: "
-                                    f"use depths up to {_max_depth(tile_size)} or another tile size")
-    if (min(ok), max(ok)) == (depth.low, depth.high):
-        return space
-    narrowed = IntRange("depth", min(ok), max(ok)) if len(ok) > 1 else Fixed("depth", ok[0])
-    return space.replace(narrowed)
-
-
-def _max_depth(tile_size: int) -> int:
-    d = 1
-    while tile_size % (2 ** d) == 0:
-        d += 1
-    return d
-
-
 def categorical_values(space: Space, names: Iterable[str], base: Any) -> list[dict[str, Any]] | None:
     """Every combination of the given fields the space can produce (None if one is a range)."""
     combos: list[dict[str, Any]] = [{}]
@@ -369,5 +288,5 @@ def categorical_values(space: Space, names: Iterable[str], base: Any) -> list[di
     return combos
 
 
-def config_for(base: Any, values: Mapping[str, Any]) -> Any:
-    return dataclasses.replace(base, **dict(values))
+def config_for(base: Config, values: Mapping[str, Any]) -> Config:
+    return base.replace(**dict(values))

@@ -1,0 +1,218 @@
+"""The end of a search (and its state so far): the parent run's tags and metrics, the
+trials table, Optuna's plots as offline HTML, and the one-line summary."""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from optuna import visualization as vis
+from optuna.trial import TrialState
+
+from projects.search.admission import counts, done_count, epochs_used
+from projects.search.factories import safe_url
+from projects.search.names import (ATTR_COMPUTE, ATTR_DUPLICATE, ATTR_ERROR, ATTR_HOST, ATTR_PID, ATTR_REJECTED,
+                                   ATTR_RUN_ID, ATTR_SURPLUS, TAG_BEST, TAG_PARETO)
+from projects.search.recovery import close_dead_trial_runs
+
+if TYPE_CHECKING:
+    from projects.search.context import SearchContext
+
+@dataclass
+class SearchSummary:
+    name: str
+    parent_run_id: str
+    study: str
+    objectives: list[str]
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    n_rejected: int
+    best_trial: int | None = None
+    best_values: list[float] | None = None
+    best_run_id: str | None = None
+    pareto_trials: list[int] = field(default_factory=list)
+    total_epochs: int = 0
+    total_cpu_s: float = 0.0
+    storage: str = ""
+    n_duplicate: int = 0  # re-proposed configs skipped without training
+
+    def line(self) -> str:
+        done = f"{self.n_complete} complete, {self.n_pruned} pruned, {self.n_failed} failed, {self.n_rejected} rejected"
+        if self.n_duplicate:
+            done += f", {self.n_duplicate} duplicates skipped"
+        if self.pareto_trials:
+            best = f"Pareto trials {self.pareto_trials}"
+        elif self.best_trial is not None and self.best_values:
+            best = f"best {self.objectives[0]} {self.best_values[0]:.4f} (trial {self.best_trial}, run {self.best_run_id})"
+        else:
+            best = "no complete feasible trial"
+        return (f"search {self.name}: {best}; {done}; compute {self.total_epochs} epochs, "
+                f"{self.total_cpu_s:.0f} CPU s; parent run {self.parent_run_id}")
+
+
+def trials_table(ctx: SearchContext, trials, pareto: set[int], best: int | None):
+    rows = []
+    for t in trials:
+        compute = t.user_attrs.get(ATTR_COMPUTE) or {}
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for i, obj in enumerate(ctx.objectives):
+            row[obj.metric] = t.values[i] if t.values is not None and i < len(t.values) else None
+        for name in ctx.space.names():
+            row[f"param_{name}"] = t.params.get(name)
+        row.update({
+            "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID, ""),
+            "epochs_run": compute.get("epochs", 0), "cpu_s": compute.get("cpu_s", 0.0),
+            "wall_s": compute.get("wall_s", 0.0),
+            "pruned_at_epoch": t.last_step if t.state.name == "PRUNED" else None,
+            "feasible": all(v <= 0 for v in t.constraints.values()) if t.state.name == "COMPLETE" else None,
+            "best": t.number == best, "pareto_optimal": t.number in pareto,
+            "retry_of": t.system_attrs.get("failed_trial"),
+            "rejected": t.user_attrs.get(ATTR_REJECTED, ""), "surplus": bool(t.user_attrs.get(ATTR_SURPLUS)),
+            "duplicate_of": t.user_attrs.get(ATTR_DUPLICATE),
+            "error": t.user_attrs.get(ATTR_ERROR, ""),
+            "host": t.user_attrs.get(ATTR_HOST, ""), "pid": t.user_attrs.get(ATTR_PID, ""),
+            "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
+        })
+        for key, value in t.constraints.items():
+            row[f"constraint_{key}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_plots(ctx: SearchContext, folder: Path) -> dict[str, str]:
+    """Optuna's plots as self-contained HTML (plotly.js inlined: they open offline)."""
+    study = ctx.study
+    names = [o.metric for o in ctx.objectives]
+    first = (lambda t: t.values[0])
+    plots: dict[str, Callable[[], Any]] = {}
+    if ctx.multi:
+        plots["optimization_history"] = lambda: vis.plot_optimization_history(study, target=first, target_name=names[0])
+        if len(names) <= 3:
+            plots["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
+        plots["param_importances"] = lambda: vis.plot_param_importances(study, target=first, target_name=names[0])
+    else:
+        plots["optimization_history"] = lambda: vis.plot_optimization_history(study, target_name=names[0])
+        plots["param_importances"] = lambda: vis.plot_param_importances(study, target_name=names[0])
+        plots["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped: dict[str, str] = {}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for name, make in plots.items():
+        if name == "param_importances":
+            varied = [p for p in ctx.space.searched() if len({t.params.get(p) for t in complete}) > 1]
+            if len(complete) < 2 or not varied:
+                skipped[name] = f"needs 2+ complete trials with varied parameters ({len(complete)} complete)"
+                continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig = make()
+            fig.write_html(str(folder / f"{name}.html"), include_plotlyjs=True, full_html=True)
+        except Exception as exc:  # a plot must never fail the search
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+    if skipped:
+        (folder / "skipped.txt").write_text("".join(f"{k}: {v}\n" for k, v in skipped.items()))
+    return skipped
+
+
+def _pareto_tags(ctx: SearchContext, client: MlflowClient, complete, run_of: dict) -> set[int]:
+    pid, front = ctx.parent_run_id, ctx.study.best_trials
+    pareto = {t.number for t in front}
+    client.set_tag(pid, "pareto_trials", ",".join(str(n) for n in sorted(pareto))[:5000])
+    client.set_tag(pid, "pareto_run_ids", ",".join(run_of.get(n) or "" for n in sorted(pareto))[:5000])
+    client.set_tag(pid, "pareto_size", str(len(pareto)))
+    for t in sorted(front, key=lambda t: t.number)[:50]:
+        values = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(ctx.objectives, t.values))
+        client.set_tag(pid, f"pareto.trial_{t.number:03d}", f"{values}; run {run_of.get(t.number)}; "
+                                                               f"{json.dumps(t.params)}"[:5000])
+    for t in complete:
+        if run_of.get(t.number):
+            client.set_tag(run_of[t.number], TAG_PARETO, str(t.number in pareto).lower())
+    return pareto
+
+
+def _best_tags(ctx: SearchContext, client: MlflowClient, complete, run_of: dict, summary: SearchSummary):
+    try:
+        best = ctx.study.best_trial
+    except ValueError:
+        return None
+    pid = ctx.parent_run_id
+    summary.best_trial, summary.best_values = best.number, list(best.values)
+    summary.best_run_id = run_of.get(best.number)
+    client.set_tag(pid, "best_trial", str(best.number))
+    client.set_tag(pid, "best_run_id", summary.best_run_id or "")
+    client.set_tag(pid, "best_value", f"{best.value:.6g}")
+    client.set_tag(pid, "best_params", json.dumps(best.params)[:5000])
+    client.log_metric(pid, f"best_{ctx.objectives[0].metric}", best.value)
+    for t in complete:
+        if run_of.get(t.number):
+            client.set_tag(run_of[t.number], TAG_BEST, str(t.number == best.number).lower())
+    return best.number
+
+
+def _summary(ctx: SearchContext, trials) -> tuple[SearchSummary, dict[str, int]]:
+    by_state = counts(trials)
+    rejected = sum(1 for t in trials if t.user_attrs.get(ATTR_REJECTED))
+    surplus = sum(1 for t in trials if t.user_attrs.get(ATTR_SURPLUS))
+    duplicates = sum(1 for t in trials if t.user_attrs.get(ATTR_DUPLICATE) is not None)
+    failed = by_state["FAIL"] - rejected - surplus - duplicates
+    summary = SearchSummary(ctx.name, ctx.parent_run_id, ctx.settings.study, [o.metric for o in ctx.objectives],
+                            by_state["COMPLETE"], by_state["PRUNED"], failed, rejected,
+                            storage=safe_url(ctx.storage_url), n_duplicate=duplicates)
+    summary.total_epochs = epochs_used(trials)
+    summary.total_cpu_s = float(sum((t.user_attrs.get(ATTR_COMPUTE) or {}).get("cpu_s", 0.0) for t in trials))
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    numbers = {
+        "n_trials_complete": by_state["COMPLETE"], "n_trials_pruned": by_state["PRUNED"],
+        "n_trials_failed": failed, "n_trials_rejected": rejected, "n_trials_surplus": surplus,
+        "n_trials_duplicate": duplicates, "n_trials_running": by_state["RUNNING"],
+        "search_epochs_total": summary.total_epochs, "search_cpu_s_total": summary.total_cpu_s,
+        "search_trial_wall_s_total": float(sum((t.user_attrs.get(ATTR_COMPUTE) or {}).get("wall_s", 0.0)
+                                               for t in trials)),
+        # What the same trials would have cost unpruned (a grid of that size): compare with the total.
+        "search_epochs_unpruned": ctx.settings.epochs * len(finished),
+    }
+    return summary, numbers
+
+
+def finalize(ctx: SearchContext, final: bool = True) -> SearchSummary:
+    """Everything the parent run shows about the search so far (safe to call repeatedly)."""
+    client, pid = MlflowClient(), ctx.parent_run_id
+    close_dead_trial_runs(ctx)
+    trials = ctx.study.get_trials(deepcopy=False)
+    summary, numbers = _summary(ctx, trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    run_of = {t.number: t.user_attrs.get(ATTR_RUN_ID) for t in trials}
+    pareto: set[int] = set()
+    best_number = None
+    if ctx.multi:
+        pareto = _pareto_tags(ctx, client, complete, run_of)
+        summary.pareto_trials = sorted(pareto)
+    else:
+        best_number = _best_tags(ctx, client, complete, run_of, summary)
+    client.log_batch(pid, metrics=_metric_list(numbers))
+    done = done_count(counts(trials)) >= ctx.settings.n_trials
+    client.set_tag(pid, "search_state", "complete" if done else "incomplete")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        trials_table(ctx, trials, pareto, best_number).to_csv(tmp / "trials.csv", index=False)
+        if ctx.settings.plots and final:
+            write_plots(ctx, tmp / "plots")
+        (tmp / "summary.txt").write_text(summary.line() + "\n")
+        client.log_artifacts(pid, str(tmp), "search")
+    return summary
+
+
+def _metric_list(values: dict[str, float]) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]

@@ -1,0 +1,179 @@
+"""The environment is the lock, and the declared dependencies are the code's imports.
+
+`scripts/install.sh` installs requirements/lock.txt (written by `scripts/lock.sh`) exactly:
+every distribution at its pinned version, nothing more. These tests hold the running
+interpreter's environment to that (importlib.metadata: no network, under a second), and
+hold pyproject.toml to the code: every third-party module that the source imports comes
+from a declared direct dependency (the runtime code's from `dependencies`, the tests' from
+those or the `test` extra), and every declared dependency is imported or has a reason here.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections import defaultdict
+from importlib.metadata import distributions, packages_distributions
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCK = REPO / "requirements" / "lock.txt"
+PYPROJECT_TOML = tomllib.loads((REPO / "pyproject.toml").read_text())
+PYPROJECT = PYPROJECT_TOML["project"]
+# The installed packages (as pyproject.toml lists them: projects*, registry*, ...) and scripts/.
+RUNTIME_DIRS = tuple(sorted({p.split(".")[0].rstrip("*") for p in
+                             PYPROJECT_TOML["tool"]["setuptools"]["packages"]["find"]["include"]}
+                            | {"scripts"}))
+TEST_DIRS = ("tests",)
+# Comes with the venv, never installed from requirements. setuptools and wheel are locked when
+# present: torch requires setuptools at run time, so it would drift unpinned.
+NOT_LOCKED = {"pip"}
+# Declared but never imported by name: each needs a reason, or it goes.
+USED_WITHOUT_IMPORT = {
+    "torchvision": "pinned beside torch (CPU build); timm and smp import it, projects/core/torchvision_compat.py shims it",
+    "onnxscript": "torch.onnx.export(dynamo=True), the fallback exporter in projects/core/onnx_runtime.py",
+    "psycopg": "SQLAlchemy's default driver for postgresql:// URLs (MLflow and Optuna stores)",
+    "optuna-dashboard": "the optuna-dashboard command users start to watch a search",
+    "pytest-timeout": "pytest plugin (the timeout setting in pyproject.toml)",
+    "import-linter": "the lint-imports command (import contracts)",
+}
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(spec: str) -> str:
+    return norm(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec).group(1))
+
+
+def read_lock() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"requirements/lock.txt: not name==version: {line!r}"
+            assert norm(name) not in pins, f"requirements/lock.txt lists {name} twice"
+            pins[norm(name)] = version.strip()
+    return pins
+
+
+def installed() -> dict[str, set[str]]:
+    found = defaultdict(set)
+    for dist in distributions():
+        if dist.metadata["Name"]:
+            found[norm(dist.metadata["Name"])].add(dist.version)
+    return found
+
+
+# --- the lock ---------------------------------------------------------------------------
+def test_lock_is_current_with_pyproject_and_constraints():
+    done = subprocess.run(["bash", str(REPO / "scripts" / "lock.sh"), "--check"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+
+
+def test_lock_pins_cpu_torch_and_no_cuda():
+    pins = read_lock()
+    assert pins["torch"].endswith("+cpu"), pins["torch"]
+    assert not [n for n in pins if n.startswith("nvidia-")]
+    for constraint in (REPO / "requirements" / "constraints.txt").read_text().splitlines():
+        constraint = constraint.split("#")[0].strip()
+        if "==" in constraint:
+            name, version = constraint.split("==")
+            assert pins[norm(name)].split("+")[0] == version.strip(), constraint
+
+
+def test_environment_is_exactly_the_lock():
+    pins, have = read_lock(), installed()
+    project = norm(PYPROJECT["name"])
+    wrong = {n: f"lock {v}, installed {sorted(have.get(n, [])) or 'nothing'}"
+             for n, v in pins.items() if have.get(n) != {v}}
+    unlocked = {n: sorted(v) for n, v in have.items() if n not in pins and n not in NOT_LOCKED | {project}}
+    assert not wrong, f"installed versions differ from requirements/lock.txt (run scripts/install.sh): {wrong}"
+    assert not unlocked, f"installed but not in requirements/lock.txt (run scripts/lock.sh): {unlocked}"
+
+
+# --- declared dependencies against the imports -------------------------------------------
+def _python_sources(top: str):
+    for path in sorted((REPO / top).rglob("*.py")):
+        yield path, path.read_text()
+    for path in sorted((REPO / top).rglob("*.sh")):  # Python run from shell heredocs
+        for body in re.findall(r"<<-?\s*'?(\w+)'?[^\n]*\n(.*?)\n\s*\1\s*$", path.read_text(), re.S | re.M):
+            yield path, body[1]
+
+
+def _imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0]
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("importorskip", "import_module")):
+            yield node.args[0].value.split(".")[0]
+
+
+def _first_party() -> set[str]:
+    names = {p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    names |= {p.stem for top in RUNTIME_DIRS + TEST_DIRS for p in (REPO / top).rglob("*.py")}
+    return names | set(TEST_DIRS)
+
+
+def third_party_imports(tops) -> dict[str, set[str]]:
+    """module -> files importing it, for every non-stdlib, non-project module."""
+    skip = set(sys.stdlib_module_names) | _first_party() | {"__future__"}
+    found = defaultdict(set)
+    for top in tops:
+        for path, text in _python_sources(top):
+            try:
+                tree = ast.parse(text)
+            except SyntaxError:
+                if path.suffix == ".py":
+                    raise
+                continue  # a heredoc that is not Python
+            for module in _imports(tree):
+                if module not in skip:
+                    found[module].add(str(path.relative_to(REPO)))
+    return found
+
+
+def declared(extra: str | None = None) -> set[str]:
+    specs = list(PYPROJECT["dependencies"])
+    if extra:
+        specs += PYPROJECT["optional-dependencies"][extra]
+    return {requirement_name(s) for s in specs}
+
+
+def _undeclared(tops, allowed: set[str]) -> dict[str, str]:
+    providers = packages_distributions()
+    problems = {}
+    for module, files in sorted(third_party_imports(tops).items()):
+        dists = {norm(d) for d in providers.get(module, [])}
+        if not dists:
+            problems[module] = f"no installed distribution provides it (imported by {sorted(files)})"
+        elif not dists & allowed:
+            problems[module] = f"from {sorted(dists)}, not declared (imported by {sorted(files)})"
+    return problems
+
+
+def test_runtime_imports_come_from_declared_dependencies():
+    problems = _undeclared(RUNTIME_DIRS, declared())
+    assert not problems, f"add to pyproject.toml's dependencies (then scripts/lock.sh): {problems}"
+
+
+def test_test_imports_come_from_declared_dependencies():
+    problems = _undeclared(TEST_DIRS, declared("test"))
+    assert not problems, f"add to pyproject.toml's dependencies or the test extra (then scripts/lock.sh): {problems}"
+
+
+def test_every_declared_dependency_is_imported_or_has_a_reason():
+    providers = packages_distributions()
+    imported = {norm(d) for m in third_party_imports(RUNTIME_DIRS + TEST_DIRS) for d in providers.get(m, [])}
+    unused = sorted(declared("test") - imported - set(USED_WITHOUT_IMPORT))
+    assert not unused, f"declared but never imported: {unused} (drop them, or give the reason in USED_WITHOUT_IMPORT)"
