@@ -21,9 +21,9 @@ test:
 	scripts/install.sh --browser
 	$(PY) -m pytest -q
 
-# Without the slow end-to-end tests, for the edit-test loop.
+# Unit + integration tiers, for the edit-test loop (tests/e2e and tests marked slow are left out).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" tests/unit tests/integration
 
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

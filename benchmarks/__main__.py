@@ -25,7 +25,18 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from benchmarks import SECTIONS, Section, Table, load_average, machine  # noqa: E402
+from benchmarks import SECTIONS  # noqa: E402
+from projects.core.bench import Section, Table, load_average, machine  # noqa: E402
+from projects.core.study import all_studies  # noqa: E402
+
+
+def study_sections() -> dict:
+    """Sections the studies bring for their own pipelines (Study.benchmark_sections)."""
+    return {name: run for study in all_studies() for name, run in study.benchmark_sections().items()}
+
+
+def all_sections() -> list[str]:
+    return list(SECTIONS) + [s for s in study_sections() if s not in SECTIONS]
 
 
 def parse_args(argv: list[str] | None):
@@ -34,15 +45,15 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", type=str2bool, default=True,
                         help="true: small inputs and few rounds (minutes); false: the full run (about an hour)")
-    parser.add_argument("--sections", type=str_list, default=list(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--sections", type=str_list, default=all_sections(),
+                        help=f"comma-separated subset of {','.join(all_sections())}")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     parser.add_argument("--markdown", default="", help="also write every table as markdown to this file")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args(argv)
-    unknown = [s for s in args.sections if s not in SECTIONS]
+    unknown = [s for s in args.sections if s not in all_sections()]
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(all_sections())}")
     return args
 
 
@@ -74,19 +85,11 @@ def run_section(name: str, quick: bool, experiment_id: str | None, state: dict) 
 
             state["runtimes"] = runtimes.run(quick, log=_log).results
         return flops.section(state["runtimes"], quick)
-    if name == "tracking_overhead":
-        from benchmarks import tracking_overhead
-
-        return tracking_overhead.run(quick, experiment_id, log=_log)
-    if name == "data_pipeline":
-        from benchmarks import data_pipeline
-
-        return data_pipeline.run(quick, log=_log)
     if name == "search_vs_grid":
         from benchmarks import search_vs_grid
 
         return search_vs_grid.run(quick, experiment_id, log=_log)
-    raise ValueError(name)
+    return study_sections()[name](quick, experiment_id, log=_log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()
-    sections = [s for s in SECTIONS if s in args.sections]  # fixed order: flops follows runtimes
+    sections = [s for s in all_sections() if s in args.sections]  # fixed order: flops follows runtimes
     header = machine_table(info, args.quick)
     print(header.render(), flush=True)
 

@@ -20,7 +20,7 @@ slower code path on non-Intel processors), so "the machine's fp32 rate" is the H
 two fp32 probes (the stricter yardstick), likewise for bf16. int8 runtimes are shown
 against the fp32 rate only (their integer peak is not measured).
 
-    python -m benchmarks.flops --quick true      # runs the runtimes section it needs
+    python -m benchmarks --sections flops --quick true   # runs the runtimes section it needs
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmarks import Section, Table, median, metric_key
+from projects.core.bench import Section, Table, median, metric_key
 
 MATMUL_N = 2048
 
@@ -166,24 +166,3 @@ def section(runtime_results: dict, quick: bool) -> Section:
     if quick:
         sec.headline.append(f"quick mode: {size}x{size} inputs (full run: 256x256)")
     return sec
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from benchmarks import runtimes
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", default="true")
-    args = parser.parse_args(argv)
-    from projects.core.cli import str2bool
-
-    quick = str2bool(args.quick)
-    rt = runtimes.run(quick)
-    print(section(rt.results, quick).render())
-
-
-if __name__ == "__main__":
-    import projects  # noqa: F401
-
-    main()

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks import Section, Table, interleaved, load_average, median, metric_key, percentile
+from projects.core.bench import Section, Table, interleaved, load_average, median, metric_key, percentile
+from benchmarks.flops import count_flops, rate_probes, summarise_probes
 from torch.utils.data import DataLoader, Subset
 
 from projects.core import onnx_runtime
@@ -390,7 +391,6 @@ def fastest_runtime(model_results: dict, by: str = "protocol_total_s", exact_onl
 
 def _measure_model(case: ModelCase, cfg: Settings, probes: dict, probe_samples: dict,
                    log: Callable[[str], None]) -> dict:
-    from benchmarks.flops import count_flops
     from projects.core.efficiency import count_params
 
     data = case_data(case, cfg.size)
@@ -490,7 +490,6 @@ def _measure_model(case: ModelCase, cfg: Settings, probes: dict, probe_samples: 
 
 def run(quick: bool, models: tuple[str, ...] | None = None, variants: tuple[str, ...] | None = None,
         log: Callable[[str], None] | None = None) -> RuntimeRun:
-    from benchmarks.flops import rate_probes, summarise_probes
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     cfg = settings(quick, models, variants)
@@ -526,7 +525,7 @@ def _section(results: dict, cfg: Settings) -> Section:
                       f"{res.get('eager_metric', float('nan')):.4f} (trivial baseline "
                       f"{res.get('baseline_metric', float('nan')):.4f}) on {res['accuracy_n']} test images",
                       ["runtime", "1-img p50 ms", "1-img p95 ms", f"batch{cfg.batch_size} ms/img",
-                       f"protocol load s", f"protocol N={cfg.protocol_n} s", "max abs diff", f"{metric} change",
+                       "protocol load s", f"protocol N={cfg.protocol_n} s", "max abs diff", f"{metric} change",
                        "agree %", "correct", "x 1-img", "x batch", "x protocol"])
         for name, v in res["variants"].items():
             if v.get("error"):

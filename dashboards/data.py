@@ -26,7 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
 from projects.core.stats import summarise  # noqa: F401 (the pages' mean / CI / count)
-from projects.core.study import get_study, study_names, study_of_model
+from dashboards.registry_view import alias_table, registry_by_run, registry_versions  # noqa: F401 (pages read alias_table here)
+from projects.core.study import get_study, study_names
 
 # --- what "accuracy" and "cost" mean on the pages --------------------------------------------
 # Each study says it (projects.core.study): the y axis of its trade-off charts is its
@@ -142,7 +143,7 @@ def load_runs(mlc: MlflowClient | None = None, registry: pd.DataFrame | None = N
     runs = _search_all(mlc, list(experiments))
     if registry is None:
         registry = registry_versions(mlc)
-    by_run = _registry_by_run(registry)
+    by_run = registry_by_run(registry)
     rows = []
     for run in runs:
         tags, params, info = run.data.tags, run.data.params, run.info
@@ -169,6 +170,8 @@ def load_runs(mlc: MlflowClient | None = None, registry: pd.DataFrame | None = N
             "trial_number": _to_int(tags.get(TAG_TRIAL_NUMBER)),
             "trial_state": tags.get(TAG_TRIAL_STATE, ""),
         }
+        for col in _declared_columns():  # settings a study's pages show beyond the common ones
+            row[col] = tags.get(col, params.get(col))
         row["test_fraction"] = split_test_fraction(row["split"])
         held = by_run.get(info.run_id, [])
         row["aliases"] = ", ".join(sorted({a for _, _, aliases in held for a in aliases}))
@@ -183,6 +186,16 @@ def load_runs(mlc: MlflowClient | None = None, registry: pd.DataFrame | None = N
     missing = frame["study"].eq("") & frame["parent_run_id"].ne("")
     frame.loc[missing, "study"] = frame.loc[missing, "parent_run_id"].map(study_of).fillna("")
     return _tidy(frame)
+
+
+def _declared_columns() -> list[str]:
+    """Settings the registered studies' dashboards name that are not common columns (a plug-in
+    study's own knobs): read from each run's tags, else its params."""
+    names = []
+    for study in study_names():
+        spec = get_study(study).dashboard
+        names += [spec.size_by, *spec.run_columns] + [c for curve in spec.curves for c in (curve.x, *curve.groups)]
+    return [n for n in dict.fromkeys(names) if n and n not in SETTING_COLUMNS]
 
 
 def _empty_runs() -> pd.DataFrame:
@@ -201,10 +214,14 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     text = [c for c in SETTING_COLUMNS if c not in INT_COLUMNS + ("test_fraction", "start_time", "end_time")]
     for col in text:
         frame[col] = frame[col].fillna("").astype(str)
-    metrics = sorted(c for c in frame.columns if c not in SETTING_COLUMNS)
+    declared = [c for c in _declared_columns() if c in frame]
+    for col in declared:
+        numbers = pd.to_numeric(frame[col], errors="coerce")
+        frame[col] = numbers if numbers.notna().sum() == frame[col].notna().sum() else frame[col].fillna("").astype(str)
+    metrics = sorted(c for c in frame.columns if c not in SETTING_COLUMNS and c not in declared)
     for col in metrics:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    frame = frame[list(SETTING_COLUMNS) + metrics]
+    frame = frame[list(SETTING_COLUMNS) + declared + metrics]
     return frame.sort_values("start_time", kind="stable").reset_index(drop=True)
 
 
@@ -264,100 +281,6 @@ def pareto_front(table: pd.DataFrame, cost: str, score: str) -> pd.DataFrame:
         return table.iloc[0:0]
     mask = pareto_mask(table[cost], table[score])
     return table[mask].sort_values([cost, score], ascending=[True, False], kind="stable")
-
-
-# --- registry -----------------------------------------------------------------------------------
-REGISTRY_COLUMNS = ("model", "version", "run_id", "aliases", "status", "created", "tags")
-
-
-def registry_versions(mlc: MlflowClient | None = None) -> pd.DataFrame:
-    """Every version of every registered model: model, version, run_id, aliases (list), tags.
-
-    An unreachable or absent registry gives an empty table, not an error: the pages say
-    "no aliases yet" instead.
-    """
-    mlc = mlc or client()
-    rows = []
-    try:
-        models = list(_all_registered_models(mlc))
-        for rm in models:
-            aliases_of: dict[str, list[str]] = {}
-            for alias, version in (getattr(rm, "aliases", None) or {}).items():
-                aliases_of.setdefault(str(version), []).append(alias)
-            for mv in _all_versions(mlc, rm.name):
-                rows.append({
-                    "model": rm.name,
-                    "version": str(mv.version),
-                    "run_id": mv.run_id or "",
-                    "aliases": sorted(aliases_of.get(str(mv.version), [])),
-                    "status": str(mv.status or ""),
-                    "created": pd.to_datetime(mv.creation_timestamp, unit="ms", utc=True)
-                    if mv.creation_timestamp else pd.NaT,
-                    "tags": dict(mv.tags or {}),
-                })
-    except Exception as exc:  # noqa: BLE001  (a store without a registry)
-        import sys
-
-        print(f"dashboards: registry not readable ({type(exc).__name__}: {exc})", file=sys.stderr)
-        rows = []
-    return pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))
-
-
-def _all_registered_models(mlc: MlflowClient):
-    token = None
-    while True:
-        page = mlc.search_registered_models(max_results=200, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def _all_versions(mlc: MlflowClient, name: str):
-    token = None
-    safe = name.replace("'", "\\'")
-    while True:
-        page = mlc.search_model_versions(f"name = '{safe}'", max_results=200, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def _registry_by_run(registry: pd.DataFrame) -> dict[str, list[tuple[str, str, list[str]]]]:
-    out: dict[str, list[tuple[str, str, list[str]]]] = {}
-    for row in registry.itertuples(index=False):
-        if row.run_id:
-            out.setdefault(row.run_id, []).append((row.model, row.version, list(row.aliases)))
-    return out
-
-
-def alias_table(registry: pd.DataFrame, study: str | None = None) -> pd.DataFrame:
-    """One row per (model, alias): which version holds it, its run, and its gate results.
-
-    `gates` are the version's tags that speak about this alias (`promotion.<alias>.*`) and
-    any tag naming a gate; `other_tags` the rest. Read generically: whatever promote wrote.
-    """
-    rows = []
-    for row in registry.itertuples(index=False):
-        if study and not _model_of_study(row.model, study):
-            continue
-        for alias in row.aliases:
-            prefix = f"promotion.{alias}."
-            gates = {k[len(prefix):]: v for k, v in row.tags.items() if k.startswith(prefix)}
-            gates |= {k: v for k, v in row.tags.items()
-                      if "gate" in k.lower() and not k.startswith("promotion.")}
-            other = {k: v for k, v in row.tags.items()
-                     if not k.startswith("promotion.") and "gate" not in k.lower()}
-            rows.append({"model": row.model, "alias": alias, "version": row.version,
-                         "run_id": row.run_id, "created": row.created,
-                         "gates": gates, "other_tags": other})
-    return pd.DataFrame(rows, columns=["model", "alias", "version", "run_id", "created", "gates", "other_tags"])
-
-
-def _model_of_study(model: str, study: str) -> bool:
-    found = study_of_model(model)
-    return found is not None and found[0].name == study
 
 
 # --- the papers' numbers (each study holds its own) -------------------------------------------

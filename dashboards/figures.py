@@ -103,28 +103,31 @@ def tradeoff_figure(table: pd.DataFrame, study: str, paper: pd.DataFrame | None 
                 showlegend=legend_once(FRONT_OURS), line=dict(color="#222", width=1.8, shape="hv"),
                 marker=FRONT_MARKER, hoverinfo="skip"), row=1, col=j)
         if paper is not None and cost in paper and paper[cost].notna().any():
-            pp = paper[paper[cost].gt(0)]
-            for arch in sorted(set(pp["arch"])):
-                rows = pp[pp["arch"] == arch]
-                name = f"paper: {arch}"
-                fig.add_trace(go.Scatter(
-                    x=rows[cost], y=rows[metric], mode="markers", name=name, legendgroup=name,
-                    showlegend=legend_once(name),
-                    marker=dict(color=colour.get(arch, "#888"), size=11, symbol="x-thin-open",
-                                line=dict(width=2, color=colour.get(arch, "#888"))),
-                    hovertext=[paper_hover(r, study) for _, r in rows.iterrows()],
-                    hovertemplate="%{hovertext}<extra></extra>"), row=1, col=j)
-            pfront = dd.pareto_front(pp, cost, metric)
-            if len(pfront):
-                fig.add_trace(go.Scatter(
-                    x=pfront[cost], y=pfront[metric], mode="lines", name=FRONT_PAPER, legendgroup="pfront",
-                    showlegend=legend_once(FRONT_PAPER), line=dict(color="#999", width=1.5, dash="dash", shape="hv"),
-                    hoverinfo="skip"), row=1, col=j)
+            _paper_points(fig, paper[paper[cost].gt(0)], cost, metric, study, colour, legend_once, j)
     fig.update_xaxes(type="log")
     fig.update_yaxes(title_text=dd.primary_label(study), row=1, col=1)
     fig.update_layout(height=460, legend=dict(orientation="h", y=-0.18, x=0),
                       margin=dict(l=60, r=20, t=50, b=90))
     return fig
+
+
+def _paper_points(fig, pp: pd.DataFrame, cost: str, metric: str, study: str, colour: dict, legend_once, j: int) -> None:
+    """The paper's published points on one cost panel, and their Pareto front (dashed)."""
+    for arch in sorted(set(pp["arch"])):
+        rows = pp[pp["arch"] == arch]
+        name = f"paper: {arch}"
+        fig.add_trace(go.Scatter(
+            x=rows[cost], y=rows[metric], mode="markers", name=name, legendgroup=name, showlegend=legend_once(name),
+            marker=dict(color=colour.get(arch, "#888"), size=11, symbol="x-thin-open",
+                        line=dict(width=2, color=colour.get(arch, "#888"))),
+            hovertext=[paper_hover(r, study) for _, r in rows.iterrows()],
+            hovertemplate="%{hovertext}<extra></extra>"), row=1, col=j)
+    pfront = dd.pareto_front(pp, cost, metric)
+    if len(pfront):
+        fig.add_trace(go.Scatter(
+            x=pfront[cost], y=pfront[metric], mode="lines", name=FRONT_PAPER, legendgroup="pfront",
+            showlegend=legend_once(FRONT_PAPER), line=dict(color="#999", width=1.5, dash="dash", shape="hv"),
+            hoverinfo="skip"), row=1, col=j)
 
 
 def _stats(rows: pd.DataFrame, x: str, metric: str) -> list[tuple[float, float, float, int]]:
@@ -199,6 +202,8 @@ def curve_figure(table: pd.DataFrame, curve: CurveSpec, paper: pd.DataFrame | No
                  task: str | None = None) -> go.Figure | None:
     """Test metrics against one setting (a panel per metric): a line per group of our runs
     (mean ± 95% CI over seeds, every run faint), the baselines, the paper's points."""
+    if curve.x not in table or any(c not in table for c in curve.groups):
+        return None
     sub = table[table[curve.x].notna() & table["run_kind"].ne("trial")]
     for col in curve.groups:
         sub = sub[sub[col].notna()]

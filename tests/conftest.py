@@ -17,18 +17,21 @@ SHARED_DATA = Path(os.environ.get("MEDIMG_SHARED_DATA",
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path_factory, monkeypatch):
     store = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
     monkeypatch.setenv("MEDIMG_STORE", str(store))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # The registry is the test's store too, by environment: mlflow.set_registry_uri exports
+    # MLFLOW_REGISTRY_URI for the whole process (and subprocesses), so it is set here, per
+    # test, and restored after it.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     # The generated data sets are deterministic and slow-ish: share one cache per session.
     monkeypatch.setenv("MEDIMG_CACHE", str(_session_cache(tmp_path_factory)))
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    # The registry URI is process-wide state too: a test that set it must not leak its store.
-    mlflow.set_registry_uri(f"sqlite:///{store / 'mlflow.db'}")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     yield store
     while mlflow.active_run() is not None:
         mlflow.end_run()
@@ -57,3 +60,12 @@ def running_runs() -> list:
     client = MlflowClient()
     exps = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(exps, "attributes.status = 'RUNNING'") if exps else []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers by folder: tests/unit (no MLflow, no training; seconds), tests/integration (real
+    stores and tiny models), tests/e2e (real training, CLIs, the browser): every e2e test
+    counts as slow, so `-m "not slow"` is unit + integration wherever it is run."""
+    for item in items:
+        if "e2e" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.slow)

@@ -25,7 +25,7 @@ the run's key and final loss.
 Exactly once across server crashes. MLflow's client retries every request (connection
 refused, reset, 5xx) with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7;
 MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, default 2: ~4 minutes in all), and the platform adds the
-retry of an answer cut off mid-body (projects.core.tracking.install_http_body_retry). Retried
+retry of an answer cut off mid-body (projects.core.http_retry.install_http_body_retry). Retried
 metric, param, tag, artifact and end-run writes are idempotent on the server (a metric is
 keyed by name, step, timestamp and value). Creating a run is not: when the server commits a
 new run and dies before its answer is through, the retry creates a second, empty one. Each
@@ -222,7 +222,7 @@ def prepare_worker(settings: LoadSettings) -> _WorkerContext:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from projects.core.tracking import install_http_body_retry
+    from projects.core.http_retry import install_http_body_retry
 
     install_http_body_retry()  # the platform's client behaviour, as every entry point has it
     client = MlflowClient(tracking_uri=settings.tracking_uri)
@@ -366,7 +366,7 @@ class Report:
     run_latency_p95_s: float = 0.0
     run_latency_max_s: float = 0.0
     duplicates_removed: int = 0
-    cut_off_answers_resent: int = 0  # from the workers' logs (projects.core.tracking.install_http_body_retry)
+    cut_off_answers_resent: int = 0  # from the workers' logs (projects.core.http_retry.install_http_body_retry)
     per_worker: dict[str, int] = field(default_factory=dict)
     worker_errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -509,7 +509,7 @@ def verify(settings: LoadSettings, returncodes: list[int | None] | None = None) 
             rep.worker_errors.append(f"worker {i} exited with code {code}")
         log = out / f"worker-{i}.log"
         if log.is_file():
-            from projects.core.tracking import BODY_RETRY_WARNING
+            from projects.core.http_retry import BODY_RETRY_WARNING
 
             rep.cut_off_answers_resent += log.read_text(errors="replace").count(BODY_RETRY_WARNING)
 

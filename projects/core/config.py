@@ -214,6 +214,20 @@ class Config:
         return cls.of(**{k: v for k, v in values.items() if k in cls.settings()})
 
     @classmethod
+    def from_params(cls, params: Mapping[str, str]):
+        """A config from a run's logged params (text, as MLflow keeps them); settings the run did
+        not log keep their defaults, params that are not settings are ignored."""
+        known = cls.settings()
+        values = {}
+        for name, text in params.items():
+            leaf = known.get(name)
+            if leaf is None:
+                continue
+            values[name] = (str(text) if leaf.type is str else
+                            [v for v in str(text).split(",") if v] if leaf.type is list else coerce(name, str(text), leaf.type))
+        return cls.of(**values)
+
+    @classmethod
     def from_args(cls, args: argparse.Namespace):
         return cls.of(**{name: getattr(args, name) for name, leaf in cls.settings().items()
                          if leaf.cli and hasattr(args, name)})

@@ -40,6 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from projects.core import tracking
+from projects.core.efficiency import load_weights
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_ATOL = 1e-4
@@ -50,8 +53,6 @@ SUFFIXES = {"none": "_onnx", "int8": "_onnx_int8"}
 
 def metric_names(quantize: str = "none") -> dict[str, str]:
     """{"load"|"predict"|"total"|"latency"|"diff": metric name} for one ONNX runtime."""
-    from projects.core import tracking
-
     suffix = SUFFIXES[quantize]
     return {"load": tracking.M_CPU_LOAD + suffix, "predict": tracking.M_CPU_PREDICT + suffix,
             "total": tracking.M_CPU_TOTAL + suffix, "latency": tracking.M_LATENCY_P50 + suffix,
@@ -232,8 +233,6 @@ def time_onnx_inference(build: Callable[[], nn.Module], weights_path: Path | str
     warning line and returns what is known (possibly {}): the run's other metrics are not
     lost over an optional runtime. strict=True raises instead.
     """
-    from projects.core.efficiency import load_weights
-
     if quantize not in SUFFIXES:
         raise ValueError(f"quantize must be one of {', '.join(SUFFIXES)}, got {quantize!r}")
     suffix = SUFFIXES[quantize]
@@ -256,27 +255,8 @@ def time_onnx_inference(build: Callable[[], nn.Module], weights_path: Path | str
         del model
         if quantize == "none" and not diff <= atol:
             raise OnnxMismatchError(f"ONNX outputs differ from eager by {diff:.3g} (> {atol:g})")
-        # The timed protocol: load the saved file, predict every image.
-        start = time.perf_counter()
-        session = make_session(path, threads)
-        loaded = time.perf_counter()
-        outputs = []
-        for i in range(0, len(data), batch_size):
-            outputs.append(run_session(session, data[i:i + batch_size]))
-        done = time.perf_counter()
-        single = data[:1]
-        run_session(session, single)  # warm
-        samples = []
-        for _ in range(max(1, latency_repeats)):
-            t0 = time.perf_counter()
-            run_session(session, single)
-            samples.append((time.perf_counter() - t0) * 1000)
-        out.update({
-            names["load"]: loaded - start,
-            names["predict"]: done - loaded,
-            names["total"]: done - start,
-            names["latency"]: statistics.median(samples),
-        })
+        timed, outputs = _timed_protocol(path, data, batch_size, latency_repeats, threads)
+        out.update({names[k]: v for k, v in timed.items()})
         if evaluate is not None:
             out.update({f"{k}{suffix}": float(v) for k, v in evaluate(np.concatenate(outputs)).items()})
     except Exception as exc:  # noqa: BLE001 - see strict
@@ -288,6 +268,25 @@ def time_onnx_inference(build: Callable[[], nn.Module], weights_path: Path | str
         if own_dir is not None:
             own_dir.cleanup()
     return out
+
+
+def _timed_protocol(path: Path, data: np.ndarray, batch_size: int, latency_repeats: int,
+                    threads: int | None) -> tuple[dict[str, float], list[np.ndarray]]:
+    """The timed protocol: load the saved file, predict every image; then warm latency."""
+    start = time.perf_counter()
+    session = make_session(path, threads)
+    loaded = time.perf_counter()
+    outputs = [run_session(session, data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+    done = time.perf_counter()
+    single = data[:1]
+    run_session(session, single)  # warm
+    samples = []
+    for _ in range(max(1, latency_repeats)):
+        t0 = time.perf_counter()
+        run_session(session, single)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return {"load": loaded - start, "predict": done - loaded, "total": done - start,
+            "latency": statistics.median(samples)}, outputs
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -331,9 +330,6 @@ def time_torch_bf16_inference(build: Callable[[], nn.Module], weights_path: Path
     cpu_predict_s_bf16, cpu_total_s_bf16, cpu_latency_ms_p50_bf16, bf16_max_abs_diff (+ the
     evaluate metrics with suffix _bf16). On a CPU without native bf16 (no AVX512-BF16 / AMX)
     this runs but is slower than fp32: the benchmark measures it before anyone relies on it."""
-    from projects.core import tracking
-    from projects.core.efficiency import load_weights
-
     suffix = "_bf16"
     data = torch.from_numpy(_as_numpy(images))
     out: dict[str, float] = {}
@@ -388,12 +384,13 @@ __all__ = [
 ]
 
 if __name__ == "__main__":  # pragma: no cover - a smoke check: python -m projects.core.onnx_runtime
-    import projects  # noqa: F401
-    from projects.pathology.models import build_model
-
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    def _tiny() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1))
+
     with tempfile.TemporaryDirectory() as tmp:
         w = Path(tmp) / "w.pt"
-        torch.save(build_model("elunet", 4, 3).state_dict(), w)
-        print(time_onnx_inference(lambda: build_model("elunet", 4, 3), w, torch.rand(4, 3, 64, 64),
-                                  batch_size=2, strict=True))
+        torch.save(_tiny().state_dict(), w)
+        print(time_onnx_inference(_tiny, w, torch.rand(4, 3, 64, 64), batch_size=2, strict=True))

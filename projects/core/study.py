@@ -115,6 +115,37 @@ class SearchPlan:
     pruner: str = "median"
 
 
+@dataclass(frozen=True)
+class SearchBenchmark:
+    """The discrete space a study's search-vs-grid benchmark grids once and then searches
+    (benchmarks/search_vs_grid.py): settings every cell and trial share, and per mode the
+    space (in --space syntax; its value lists are the grid's axes), epochs and trials."""
+    base: Mapping[str, Any]
+    space: Mapping[str, str]  # "quick" | "full" -> space
+    epochs: Mapping[str, int]
+    n_trials: Mapping[str, int]
+    seeds: Mapping[str, tuple[int, ...]]
+    about: str = ""  # one line on the data and sizes, for the table's title
+
+
+# --- the fixed holdout ----------------------------------------------------------------------------
+@dataclass
+class HoldoutData:
+    """A study's holdout, prepared as one candidate's run prepared its inputs: what the logged
+    model takes, the truth, and the independent unit of every input."""
+    inputs: Any  # float32 (N, C, H, W), as the logged model's signature says
+    targets: Any  # labels (N,) or masks (N, H, W)
+    units: list[str]  # patient / source image of each input
+    digest: str  # names the held-out units; equals the holdout_digest tag of every clean run
+    source: str  # where the data came from (the dataset's source)
+    table: Any  # pandas: one row per input (id, unit, truth): the evaluation run's mlflow.data dataset
+    valid: Any = None  # segmentation: the valid-pixel map
+
+    @property
+    def n_units(self) -> int:
+        return len(set(self.units))
+
+
 # --- benchmarks --------------------------------------------------------------------------------
 @dataclass
 class CaseData:
@@ -168,6 +199,8 @@ class Study:
     dashboard: ClassVar[DashboardSpec]
     profiles: ClassVar[Mapping[str, StudyProfile]] = {}
     policy_dirs: ClassVar[tuple[str, ...]] = ()  # extra folders of registry policies (plug-ins)
+    search_benchmark: ClassVar[SearchBenchmark | None] = None
+    holdout_fields: ClassVar[tuple[str, ...]] = ("data",)  # settings that change how the holdout is prepared
 
     @property
     def experiment(self) -> str:
@@ -195,6 +228,16 @@ class Study:
         raise NotImplementedError
 
     def count_params(self, config, prepared) -> int:
+        raise NotImplementedError
+
+    # the holdout (registry/evaluation.py)
+    def holdout(self, config) -> HoldoutData | None:
+        """The fixed holdout prepared the way `config` prepares its inputs; None when the
+        study keeps none (holdout_fraction 0: the papers' splits over all the data)."""
+        return None
+
+    def holdout_scores(self, config, holdout: HoldoutData, outputs):
+        """The logged model's outputs on the holdout -> projects.core.uncertainty.UnitScores."""
         raise NotImplementedError
 
     # the grid
@@ -239,6 +282,11 @@ class Study:
     def reference_models(self) -> Sequence[ReferenceModel]:
         return ()
 
+    def benchmark_sections(self) -> Mapping[str, Callable]:
+        """Benchmark sections of the study's own pipeline: name -> run(quick, experiment_id, log)
+        returning a projects.core.bench.Section (python -m benchmarks runs them with the rest)."""
+        return {}
+
 
 # --- the registry --------------------------------------------------------------------------------
 _STUDIES: dict[str, Study] = {}
@@ -254,6 +302,11 @@ def register_study(study: Study) -> Study:
         raise ValueError(f"study {name!r} is registered twice ({type(old).__module__} and {type(study).__module__})")
     _STUDIES[name] = study
     return study
+
+
+def unregister_study(name: str) -> None:
+    """Remove a study (tests that add one for a while)."""
+    _STUDIES.pop(name, None)
 
 
 def _modules() -> list[str]:

@@ -18,7 +18,7 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from projects.core import runtime
+from projects.core import http_retry, runtime
 from projects.core.errors import InputError
 
 # --- experiments -----------------------------------------------------------------------
@@ -26,6 +26,8 @@ from projects.core.errors import InputError
 # study (projects.core.study.Study.experiment), and its registered models are
 # `<study>-<task>` (Study.model_name).
 EXPERIMENTS = {
+    "evaluation": "registry-evaluations",  # promotion: every candidate scored on the study's holdout
+    "audit": "registry-audit",  # one run per alias move (registry/audit.py)
     "search": "search",
     "dashboard": "dashboards",
     "benchmark": "benchmarks",
@@ -43,6 +45,9 @@ TAG_SEED = "seed"
 TAG_GIT_COMMIT = "git_commit"
 TAG_DATASET_DIGEST = "dataset_digest"
 TAG_RUN_KIND = "run_kind"  # one of the RUN_KIND_* values below
+TAG_HOLDOUT_DIGEST = "holdout_digest"  # the held-out units the run never saw ("none": it saw everything)
+TAG_DEVICE = "device"  # where the run trained (cpu, cuda:0, ...)
+TAG_PRECISION = "precision"  # fp32 | bf16 | fp16 (mixed precision)
 RUN_KIND_SINGLE = "single"
 RUN_KIND_GRID_PARENT = "grid_parent"
 RUN_KIND_GRID_CHILD = "grid_child"
@@ -88,6 +93,18 @@ def test_metric(name: str) -> str:
     return f"test_{name}"
 
 
+def ci_low(metric: str) -> str:
+    """The lower end of a held-out metric's 95% bootstrap interval: test_accuracy_ci95_low."""
+    return f"{metric}_ci95_low"
+
+
+def ci_high(metric: str) -> str:
+    return f"{metric}_ci95_high"
+
+
+M_TEST_UNITS = "test_n_units"  # independent units (patients, source images) the test numbers rest on
+
+
 def val_metric(name: str) -> str:
     return f"val_{name}"
 
@@ -101,60 +118,11 @@ def setup_tracking() -> str:
     """Point MLflow at the configured store (env var or the embedded default)."""
     uri = runtime.tracking_uri()
     mlflow.set_tracking_uri(uri)
-    install_http_body_retry()
+    http_retry.install_http_body_retry()
     # The registry follows the tracking URI unless the user set MLFLOW_REGISTRY_URI. Calling
     # mlflow.set_registry_uri here would export that variable and pin the registry to the
     # first store for the rest of the process.
     return uri
-
-
-_BODY_RETRY_ATTEMPTS = 3
-BODY_RETRY_WARNING = "the answer was cut off mid-body"
-
-
-def install_http_body_retry() -> None:
-    """Retry MLflow requests whose response was cut off mid-body (a server killed mid-answer).
-
-    MLflow's client retries refused and reset connections and 5xx answers with backoff
-    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR), but not a response
-    whose headers arrived and whose body did not (`ChunkedEncodingError: IncompleteRead`):
-    that fails the run at once. Seen in the load test whenever the server was SIGKILLed under
-    load. Here such a request is sent again, up to 3 more times, each again with MLflow's own
-    retries; a file being uploaded is rewound first. Every tracking write but create-run is
-    idempotent on the server; a create-run answered too late may leave an empty twin run,
-    which carries the job's host/pid tags and is closed as stale later (docs/team.md).
-    """
-    import time
-
-    import requests
-    from mlflow.utils import rest_utils
-
-    original = rest_utils._get_http_response_with_retries
-    if getattr(original, "_medimg_body_retry", False):
-        return
-
-    def with_body_retry(method, url, max_retries, backoff_factor, *args, **kwargs):
-        data = kwargs.get("data")
-        rewind = None
-        if data is not None and hasattr(data, "seek") and hasattr(data, "tell"):
-            rewind = data.tell()
-        elif data is not None and not isinstance(data, (bytes, bytearray, str, dict, list, tuple)):
-            return original(method, url, max_retries, backoff_factor, *args, **kwargs)  # cannot resend
-        for attempt in range(_BODY_RETRY_ATTEMPTS + 1):
-            try:
-                return original(method, url, max_retries, backoff_factor, *args, **kwargs)
-            except requests.exceptions.ChunkedEncodingError as exc:
-                if attempt == _BODY_RETRY_ATTEMPTS or kwargs.get("stream"):
-                    raise
-                print(f"warning: {method} {url}: {BODY_RETRY_WARNING} ({exc}); sending it again",
-                      file=sys.stderr, flush=True)
-                if rewind is not None:
-                    data.seek(rewind)
-                time.sleep(min(float(backoff_factor or 0) * 2 ** attempt, 30.0))
-
-    with_body_retry._medimg_body_retry = True
-    with_body_retry.__wrapped__ = original
-    rest_utils._get_http_response_with_retries = with_body_retry
 
 
 def ensure_experiment(name: str) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 import cv2
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects.core import efficiency, tracking
+from projects.core import efficiency, timing, tracking
 from projects.core.digest import digest_files
 from projects.core.errors import InputError
 from projects.mammography import data as mias
@@ -174,7 +175,6 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     active = mlflow.active_run()
     if active is None:
         raise RuntimeError("mammography.run needs an active MLflow run")
-    n_classes = len(prepared.class_names)
     mlflow.set_tags(tracking.standard_tags(
         study=STUDY, task=config.task, arch=config.arch, split=config.split, augment=config.augment,
         seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind))
@@ -182,9 +182,35 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     train_x, train_y = prepared.images["train"], prepared.targets["train"]
     if config.augment:
         train_x, train_y = augment_films(train_x, train_y, config.augment_factor, config.seed)
+    _log_inputs(config, prepared, len(train_y))
+    # Baseline first: it is what the result must beat, logged even if training dies.
+    base = cls_metrics.majority_baseline(train_y, prepared.targets["test"], len(prepared.class_names))
+    tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
+    model = _train(config, prepared, train_x, train_y, on_epoch)
+    logits, truth, _ = _predict(model, _loader(prepared.images["test"], prepared.targets["test"],
+                                               config.batch_size, False))
+    pred = logits.argmax(1)
+    test = cls_metrics.classification_metrics(truth, pred, prepared.class_names)
+    test["accuracy_minus_baseline"] = test["accuracy"] - base["majority_accuracy"]
+    test["f1_macro_minus_baseline"] = test["f1_macro"] - base["majority_f1_macro"]
+    tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
+    matrix = cls_metrics.confusion(truth, pred, len(prepared.class_names))
+    with tempfile.TemporaryDirectory() as tmp:
+        _log_test_artifacts(config, prepared, matrix, truth, pred, test, base, Path(tmp))
+        _log_efficiency(model, config, len(prepared.class_names), prepared.images["test"], Path(tmp))
+    print(f"[mammography] {config.task} {config.arch} split={config.split} augment={config.augment}: "
+          f"test accuracy {test['accuracy']:.3f} (majority baseline {base['majority_accuracy']:.3f}), "
+          f"F1-macro {test['f1_macro']:.3f}", file=sys.stderr)
+    return MammographyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
+                             | {tracking.baseline_metric(k): v for k, v in base.items()},
+                             prepared.class_names, matrix)
+
+
+def _log_inputs(config: MammographyConfig, prepared: PreparedData, n_train_images: int) -> None:
+    """Counts, the split assignment (CSV and the Inputs tab's datasets), skipped films."""
     counts = {part: int(len(prepared.targets[part])) for part in ("train", "val", "test")}
     mlflow.log_params({"n_train_films": counts["train"], "n_val_films": counts["val"],
-                       "n_test_films": counts["test"], "n_train_images": len(train_y),
+                       "n_test_films": counts["test"], "n_train_images": n_train_images,
                        "test_fraction": parse_ratio(config.split), "classes": ",".join(prepared.class_names),
                        "data_root": str(prepared.root)})
     table = split_table(prepared.assignment, prepared.films)
@@ -194,15 +220,15 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
         mlflow.log_artifact(str(split_csv), "split")
     for part in ("train", "test"):
         ds = tracking.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
-                                     name=f"mias-{config.task}", digest=prepared.digest)
+                                         name=f"mias-{config.task}", digest=prepared.digest)
         mlflow.log_input(ds, context=part)
     if prepared.skipped:
         mlflow.log_text("\n".join(prepared.skipped), "skipped_films.txt")
 
-    # Baseline first: it is what the result must beat, logged even if training dies.
-    base = cls_metrics.majority_baseline(train_y, prepared.targets["test"], n_classes)
-    tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
 
+def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarray, train_y: np.ndarray,
+           on_epoch: EpochHook | None) -> nn.Module:
+    n_classes = len(prepared.class_names)
     generator = seed_everything(config.seed)
     model = build_classifier(config.arch, n_classes, config.weights)
     weight = None
@@ -210,50 +236,34 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
         freq = np.bincount(train_y, minlength=n_classes).astype(np.float64)
         inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
         weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
     train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True)
     val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False)
-                  if counts["val"] else None)
+                  if len(prepared.targets["val"]) else None)
     # Validation loss is unweighted: it selects the model, it should not favour rare classes.
-    result = fit(model, train_loader, val_loader, loss_fn, config.train,
+    result = fit(model, train_loader, val_loader, nn.CrossEntropyLoss(weight=weight), config.train,
                  _evaluator(nn.CrossEntropyLoss(), prepared.class_names), on_epoch=on_epoch)
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})
+    return model
 
-    test_loader = _loader(prepared.images["test"], prepared.targets["test"], config.batch_size, False)
-    logits, truth, _ = _predict(model, test_loader)
-    pred = logits.argmax(1)
-    test = cls_metrics.classification_metrics(truth, pred, prepared.class_names)
-    test["accuracy_minus_baseline"] = test["accuracy"] - base["majority_accuracy"]
-    test["f1_macro_minus_baseline"] = test["f1_macro"] - base["majority_f1_macro"]
-    tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
-    matrix = cls_metrics.confusion(truth, pred, n_classes)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        import pandas as pd
-
-        frame = pd.DataFrame(matrix, index=[f"true_{c}" for c in prepared.class_names],
-                             columns=[f"pred_{c}" for c in prepared.class_names])
-        frame.to_csv(tmp / "confusion_matrix.csv")
-        cls_metrics.confusion_png(matrix, prepared.class_names, tmp / "confusion_matrix.png",
-                                  f"{config.arch} {config.task} {config.split} augment={config.augment}\n"
-                                  f"acc {test['accuracy']:.3f} (baseline {base['majority_accuracy']:.3f}) "
-                                  f"F1-macro {test['f1_macro']:.3f}")
-        mlflow.log_artifact(str(tmp / "confusion_matrix.csv"))
-        mlflow.log_artifact(str(tmp / "confusion_matrix.png"))
-        (tmp / "predictions.json").write_text(json.dumps({
-            "class_names": list(prepared.class_names),
-            "film_ids": [f.id for f in prepared.films if prepared.assignment[f.id] == "test"],
-            "true": truth.tolist(), "pred": pred.tolist()}))
-        mlflow.log_artifact(str(tmp / "predictions.json"))
-        _log_efficiency(model, config, n_classes, prepared.images["test"], tmp)
-    print(f"[mammography] {config.task} {config.arch} split={config.split} augment={config.augment}: "
-          f"test accuracy {test['accuracy']:.3f} (majority baseline {base['majority_accuracy']:.3f}), "
-          f"F1-macro {test['f1_macro']:.3f}", file=sys.stderr)
-    return MammographyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
-                             | {tracking.baseline_metric(k): v for k, v in base.items()},
-                             prepared.class_names, matrix)
+def _log_test_artifacts(config: MammographyConfig, prepared: PreparedData, matrix: np.ndarray, truth: np.ndarray,
+                        pred: np.ndarray, test: dict, base: dict, tmp: Path) -> None:
+    """The confusion matrix (CSV + PNG) and every test film's prediction."""
+    frame = pd.DataFrame(matrix, index=[f"true_{c}" for c in prepared.class_names],
+                         columns=[f"pred_{c}" for c in prepared.class_names])
+    frame.to_csv(tmp / "confusion_matrix.csv")
+    cls_metrics.confusion_png(matrix, prepared.class_names, tmp / "confusion_matrix.png",
+                              f"{config.arch} {config.task} {config.split} augment={config.augment}\n"
+                              f"acc {test['accuracy']:.3f} (baseline {base['majority_accuracy']:.3f}) "
+                              f"F1-macro {test['f1_macro']:.3f}")
+    mlflow.log_artifact(str(tmp / "confusion_matrix.csv"))
+    mlflow.log_artifact(str(tmp / "confusion_matrix.png"))
+    (tmp / "predictions.json").write_text(json.dumps({
+        "class_names": list(prepared.class_names),
+        "film_ids": [f.id for f in prepared.films if prepared.assignment[f.id] == "test"],
+        "true": truth.tolist(), "pred": pred.tolist()}))
+    mlflow.log_artifact(str(tmp / "predictions.json"))
 
 
 def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
@@ -263,13 +273,13 @@ def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
     size = efficiency.save_weights(model, weights)
     mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
     n = len(test_images) if not config.cpu_predict_n else min(config.cpu_predict_n, len(test_images))
-    timing = efficiency.time_cpu_runtimes(lambda: build_classifier(config.arch, n_classes), weights,
+    timings = timing.time_cpu_runtimes(lambda: build_classifier(config.arch, n_classes), weights,
                                           _tensor(test_images[:n]), config.batch_size, onnx=config.onnx_timing)
     tracking.log_metrics_finite({
         tracking.M_PARAMS: efficiency.count_params(model),
         tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
         tracking.M_SIZE_MB: size / 1e6,
-        **timing,
+        **timings,
     })
     mlflow.log_param(tracking.P_CPU_PREDICT_N, n)
     mlflow.log_param("image_shape", f"1x{config.image_size}x{config.image_size}")

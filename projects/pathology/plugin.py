@@ -4,7 +4,7 @@ from __future__ import annotations
 from projects.core import tracking
 from projects.core.errors import InputError
 from projects.core.space import Fixed, IntRange, Space
-from projects.core.study import Headline, Study, register_study
+from projects.core.study import Headline, SearchBenchmark, Study, register_study
 from projects.pathology import grid, presentation, profiles, study
 from projects.pathology.config import PathologyConfig
 
@@ -32,6 +32,15 @@ class PathologyStudy(Study):
     summary_metrics = ((presentation.JACCARD, "Jaccard per tile"), (presentation.BASE_BACKGROUND, "all-background"))
     dashboard = presentation.DASHBOARD
     profiles = profiles.PROFILES
+    # Embedded PAIP, 16 images of 256 px cut into 64-px tiles (~3 tumour-bearing val tiles).
+    search_benchmark = SearchBenchmark(
+        base=dict(data="embedded", embedded_images=16, embedded_size=256, tile_size=64, augment_flips=False,
+                  lr=1e-3, batch_size=8, patience=0, cpu_predict_n=8, log_model=False, onnx_timing=False,
+                  progress=False, seed=0, equalization="hist"),
+        space={"quick": "arch=unet|elunet,depth=3,filters=8",
+               "full": "arch=unet|elunet,depth=3|4,filters=4|8|16"},
+        epochs={"quick": 2, "full": 4}, n_trials={"quick": 2, "full": 8}, seeds={"quick": (0,), "full": (0, 1, 2)},
+        about="embedded PAIP 16 images of 256px, 64px tiles, lr 1e-3")
 
     def run_name(self, config) -> str:
         return f"{config.arch}-n{config.filters}-d{config.depth}"
@@ -111,6 +120,11 @@ class PathologyStudy(Study):
         from projects.pathology.benchmark import REFERENCE_MODELS
 
         return REFERENCE_MODELS
+
+    def benchmark_sections(self):
+        from projects.pathology import bench_pipeline, bench_tracking
+
+        return {"tracking_overhead": bench_tracking.run, "data_pipeline": bench_pipeline.run}
 
 
 STUDY = register_study(PathologyStudy())

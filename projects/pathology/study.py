@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from projects.core import efficiency, runtime, tracking
+from projects.core import efficiency, runtime, timing, tracking
 from projects.core.errors import InputError
 from projects.pathology import data as seg_data
 from projects.pathology import metrics as seg_metrics
@@ -238,7 +238,7 @@ def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: 
     size = efficiency.save_weights(model, weights)
     with_opt = efficiency.save_weights_with_optimizer(model, optimizer, tmp / "with_optimizer.pt")
     mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
-    timing = efficiency.time_cpu_runtimes(
+    timings = timing.time_cpu_runtimes(
         lambda: build_model(config.arch, config.filters, config.depth, upsample=config.upsample),
         weights, tiles_tensor(timing_tiles), config.batch_size, onnx=config.onnx_timing)
     tracking.log_metrics_finite({
@@ -246,7 +246,7 @@ def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: 
         tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
         tracking.M_SIZE_MB: size / 1e6,
         tracking.M_SIZE_WITH_OPT_MB: with_opt / 1e6,
-        **timing,
+        **timings,
     })
     mlflow.log_param(tracking.P_CPU_PREDICT_N, len(timing_tiles))
     mlflow.log_param("image_shape", f"3x{config.tile_size}x{config.tile_size}")

@@ -34,7 +34,7 @@ def _shared_data() -> Path:
     if os.environ.get("MEDIMG_SHARED_DATA"):
         return Path(os.environ["MEDIMG_SHARED_DATA"])
     default = Path("/work/shared/data")
-    return default if default.is_dir() else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return default if default.is_dir() else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 SHARED = _shared_data()

@@ -72,12 +72,6 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(autouse=True)
-def _registry_follows_store(monkeypatch):
-    # See tests/test_dashboards.py: mlflow exports MLFLOW_REGISTRY_URI on first use.
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-
-
 def screenshot_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("MEDIMG_SCREENSHOT_DIR") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +109,7 @@ def open_page(browser, path: Path, shot: Path) -> dict:
 
 
 def test_pages_render_offline(browser, tmp_path):
-    from test_dashboards import UI, populate_store  # the known store (same tests folder)
+    from known_store import UI, populate_store  # the known store (tests/known_store.py)
 
     populate_store()
     out = tmp_path / "out"

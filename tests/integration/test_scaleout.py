@@ -27,7 +27,7 @@ from tools import loadtest as LT
 from conftest import running_runs
 from test_bad_inputs import store_from_template  # noqa: F401 (autouse fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "team_server.sh"
 PG_URL = os.environ.get("MEDIMG_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -29,14 +29,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from projects.core import tracking
+from projects.core import http_retry, tracking
 from projects.core.study import get_study, study_names
 from projects.mammography.cli import main as mammography_main
 
 from conftest import running_runs
 from test_bad_inputs import mias_set, store_from_template  # noqa: F401 (autouse fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "team_server.sh"
 FAST = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--log-model", "false",
         "--cpu-predict-n", "2"]
@@ -46,6 +46,8 @@ def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
         env.pop(key, None)
+    if "MLFLOW_TRACKING_URI" in extra:  # another store: the registry follows it
+        env.pop("MLFLOW_REGISTRY_URI", None)
     env.update(OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(REPO), **extra)
     return env
 
@@ -262,13 +264,13 @@ class _CutOffServer:
 
 def test_an_answer_cut_off_mid_body_is_sent_again_with_the_whole_upload(tmp_path):
     """MLflow itself gives up at once on a truncated answer (the load test lost runs to it when
-    the server was killed); projects.core.tracking.install_http_body_retry sends the request again,
+    the server was killed); projects.core.http_retry.install_http_body_retry sends the request again,
     rewinding an upload so the server gets the whole file the second time too."""
     import requests
     from mlflow.utils import rest_utils
     from mlflow.utils.rest_utils import MlflowHostCreds
 
-    tracking.install_http_body_retry()
+    http_retry.install_http_body_retry()
     payload = tmp_path / "weights.bin"
     payload.write_bytes(bytes(range(256)) * 40)
 
@@ -421,9 +423,6 @@ def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, m
     pytest.importorskip("registry.promote", reason="registry/promote.py is not there yet")
     from registry import promote as P
 
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    mlflow.set_registry_uri(uri)
     tracking.setup_tracking()
     name = get_study("pathology").model_name("tumor")
     client = MlflowClient()

@@ -19,12 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import interleaved, percentile
+from projects.core.bench import interleaved, percentile
 from benchmarks.flops import conv2d_flops, count_flops
 from projects.core import onnx_runtime
 from projects.pathology.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

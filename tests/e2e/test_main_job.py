@@ -16,7 +16,7 @@ from projects.core import tracking
 from projects.core.study import get_study, study_names
 from conftest import running_runs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

@@ -201,7 +201,7 @@ def test_entry_point_via_mlflow_run(tmp_path):
 
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", "mammography",
          "--env-manager", "local", "--experiment-name", "mammography",

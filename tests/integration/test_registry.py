@@ -28,19 +28,10 @@ from registry import gates as G
 from registry import promote as P
 from registry.policy import load_policies, load_policy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PATHO = get_study("pathology").model_name("tumor")
 MAMMO = get_study("mammography").model_name("7class")
 J = tracking.test_metric("jaccard")
-
-
-@pytest.fixture(autouse=True)
-def _registry_uri_follows_the_test_store(monkeypatch):
-    """mlflow.set_registry_uri (called by tracking.setup_tracking) exports MLFLOW_REGISTRY_URI,
-    which would otherwise keep pointing at the first test's store (and leak into subprocesses)."""
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    mlflow.set_registry_uri(uri)
 
 
 # --- tiny real runs -------------------------------------------------------------------------

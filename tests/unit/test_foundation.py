@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from projects.core import efficiency, runtime, tracking
+from projects.core import efficiency, runtime, timing, tracking
 from projects.core.errors import InputError
 
 
@@ -102,12 +102,12 @@ def test_cpu_timing_protocol(tmp_path):
         built.append(1)
         return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
 
-    timing = efficiency.time_cpu_inference(build, tmp_path / "w.pt", torch.rand(5, 1, 16, 16), batch_size=2)
+    measured = timing.time_cpu_inference(build, tmp_path / "w.pt", torch.rand(5, 1, 16, 16), batch_size=2)
     assert built == [1]  # the model is loaded from disk once, inside the timed span
-    assert timing.n_images == 5
-    assert 0 < timing.cpu_load_s <= timing.cpu_total_s
-    assert timing.cpu_total_s == pytest.approx(timing.cpu_load_s + timing.cpu_predict_s)
-    assert timing.cpu_latency_ms_p50 > 0 and timing.cpu_latency_ms_p95 >= timing.cpu_latency_ms_p50
+    assert measured.n_images == 5
+    assert 0 < measured.cpu_load_s <= measured.cpu_total_s
+    assert measured.cpu_total_s == pytest.approx(measured.cpu_load_s + measured.cpu_predict_s)
+    assert measured.cpu_latency_ms_p50 > 0 and measured.cpu_latency_ms_p95 >= measured.cpu_latency_ms_p50
 
 
 def test_run_conventions_log_tags_and_metrics():

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from benchmarks import Section, Table, interleaved, load_average, median, metric_key
+from projects.core.bench import Section, Table, interleaved, load_average, median, metric_key
 
 TARGET_PCT = 3.0
 
@@ -128,7 +127,7 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
 
             tag = "tuned" if tuned else "sync"
             t0 = time.perf_counter()
-            run = mlflow.start_run(experiment_id=exp_id, run_name=f"tracking-overhead-{tag}", nested=True,
+            mlflow.start_run(experiment_id=exp_id, run_name=f"tracking-overhead-{tag}", nested=True,
                                    tags={"benchmark": "tracking_overhead", "variant": tag})
             try:
                 t1 = time.perf_counter()

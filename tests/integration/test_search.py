@@ -39,7 +39,7 @@ PATHOLOGY, MAMMOGRAPHY = default_space("pathology"), default_space("mammography"
 from projects.search.__main__ import main as search_main
 from tests.conftest import running_runs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_BASE = PathologyConfig(data="embedded", embedded_images=8, embedded_size=128, tile_size=64, epochs=2,
                             batch_size=8, cpu_predict_n=4, log_model=False, progress=False)
 TINY_BASE_ARG = ("embedded_images=8,embedded_size=128,tile_size=64,batch_size=8,cpu_predict_n=4,"

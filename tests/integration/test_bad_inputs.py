@@ -676,7 +676,7 @@ def test_split_rejects_impossible_requests(ids, labels, test_fraction, val_fract
 
 
 # --- safe defaults ---------------------------------------------------------------------------------
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_no_loader_can_run_pickled_code_and_no_server_listens_beyond_loopback():

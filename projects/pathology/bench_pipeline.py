@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import Section, Table, load_average, median, metric_key
+from projects.core.bench import Section, Table, load_average, median, metric_key
 
 TARGET_CACHE_RATIO = 10.0
 TARGET_WAIT_PCT = 5.0
@@ -156,7 +156,7 @@ def data_wait(arch: str, filters: int, depth: int, tile: int, batches: int) -> d
             "wait_pct": 100 * loader.wait_s / result.train_seconds}
 
 
-def run(quick: bool, log=print) -> Section:
+def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
     from projects.pathology.config import PathologyConfig
 
     cfg = settings(quick)

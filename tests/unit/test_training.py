@@ -1,0 +1,75 @@
+"""The shared training loop on a tiny real problem: early stopping restores the best
+validation weights, a hook can stop training (how search trials are pruned), no
+validation keeps the last epoch."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from projects.core.training import TrainConfig, fit, seed_everything
+
+
+class Stop(Exception):
+    pass
+
+
+def _problem(n: int = 64):
+    gen = seed_everything(0)
+    x = torch.randn(n, 4, generator=gen)
+    y = (x[:, 0] > 0).long()
+    return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=gen), TensorDataset(x, y)
+
+
+def _scripted_losses(values):
+    """An evaluate() whose val_loss follows `values`, and records the weights at each epoch."""
+    seen = []
+
+    def evaluate(model, loader):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": values[len(seen) - 1]}
+
+    return evaluate, seen
+
+
+def test_early_stopping_restores_the_best_validation_weights():
+    loader, _ = _problem()
+    model = nn.Linear(4, 2)
+    evaluate, seen = _scripted_losses([1.0, 0.5, 0.7, 0.8, 0.9, 0.95])
+    result = fit(model, loader, loader, nn.CrossEntropyLoss(), TrainConfig(epochs=6, lr=0.05, patience=2,
+                                                                          progress=False), evaluate, log=False)
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (2, 4, True)
+    assert [h["val_loss"] for h in result.history] == [1.0, 0.5, 0.7, 0.8]
+    for key, value in model.state_dict().items():  # the weights of epoch 2, not of the last epoch
+        assert torch.equal(value, seen[1][key])
+    assert not torch.equal(model.state_dict()["weight"], seen[3]["weight"])
+
+
+def test_a_hook_that_raises_stops_training_after_that_epoch():
+    loader, _ = _problem()
+    epochs = []
+
+    def hook(epoch, metrics):
+        epochs.append(epoch)
+        assert "train_loss" in metrics and "val_loss" in metrics
+        if epoch == 2:
+            raise Stop
+
+    evaluate, _ = _scripted_losses([0.9, 0.8, 0.7, 0.6])
+    with pytest.raises(Stop):
+        fit(nn.Linear(4, 2), loader, loader, nn.CrossEntropyLoss(), TrainConfig(epochs=4, progress=False),
+            evaluate, on_epoch=hook, log=False)
+    assert epochs == [1, 2]
+
+
+def test_without_validation_the_last_epoch_is_kept_and_the_loss_falls():
+    loader, data = _problem(128)
+    model = nn.Linear(4, 2)
+    result = fit(model, loader, None, nn.CrossEntropyLoss(), TrainConfig(epochs=8, lr=0.1, progress=False),
+                 evaluate=lambda m, l: {}, log=False)
+    assert result.best_epoch == 8 and result.epochs_run == 8 and not result.stopped_early
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    with torch.inference_mode():
+        accuracy = (model(data.tensors[0]).argmax(1) == data.tensors[1]).float().mean().item()
+    assert accuracy > 0.9
