@@ -85,6 +85,10 @@ def run_section(name: str, quick: bool, experiment_id: str | None, state: dict) 
 
             state["runtimes"] = runtimes.run(quick, log=_log).results
         return flops.section(state["runtimes"], quick)
+    if name == "training":
+        from benchmarks import training
+
+        return training.run(quick, experiment_id, log=_log)
     if name == "search_vs_grid":
         from benchmarks import search_vs_grid
 

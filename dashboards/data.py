@@ -240,7 +240,9 @@ def study_table(study: str, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     keep = (runs["study"].eq(study) & runs["status"].eq("FINISHED") & runs[primary].notna()
             & runs["run_kind"].isin(TRAINED_KINDS + ("",)))
     table = runs[keep].copy()
-    for col in study_metrics(study) + EFFICIENCY:
+    headline = study_metrics(study)[:1]
+    with_ci = (*headline, *(tracking.ci_low(m) for m in headline), *(tracking.ci_high(m) for m in headline))
+    for col in study_metrics(study) + EFFICIENCY + with_ci:
         if col not in table:
             table[col] = np.nan
     dropped = [c for c in table.columns if c not in SETTING_COLUMNS and table[c].isna().all()

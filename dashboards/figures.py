@@ -38,7 +38,10 @@ def run_hover(row: pd.Series, study: str) -> str:
     lines += [_fill(t, row) for t in spec.hover[:1]]
     lines.append(f"split {esc(row.get('split', ''))}, augment {esc(row.get('augment', ''))}, "
                  f"seed {fmt(row.get('seed'))}, {esc(row.get('run_kind', ''))}")
-    lines.append(f"{dd.primary_label(study)}: {fmt(row.get(metric))}")
+    low, high = row.get(tracking.ci_low(metric)), row.get(tracking.ci_high(metric))
+    interval = (f" [{fmt(low)}, {fmt(high)}; 95%, {fmt(row.get(tracking.M_TEST_UNITS), 'int')} units]"
+                if low is not None and pd.notna(low) else "")
+    lines.append(f"{dd.primary_label(study)}: {fmt(row.get(metric))}{interval}")
     lines += [_fill(t, row) for t in spec.hover[1:]]
     lines.append(f"params {fmt(row.get(tracking.M_PARAMS), 'int')}, {fmt(row.get(tracking.M_SIZE_MB))} MB, "
                  f"CPU {fmt(row.get(tracking.M_CPU_TOTAL))} s")

@@ -37,7 +37,8 @@ def no_runs_note(what: str, key: str) -> str:
 def runs_table_html(table: pd.DataFrame, study: str) -> str:
     metric = dd.primary_metric(study)
     spec = get_study(study).dashboard
-    cols = (["run_name", "arch", *spec.run_columns, "seed", "run_kind", metric] + list(spec.metrics[1:2])
+    cols = (["run_name", "arch", *spec.run_columns, "seed", "run_kind", metric, tracking.ci_low(metric),
+             tracking.ci_high(metric), tracking.M_TEST_UNITS] + list(spec.metrics[1:2])
             + [tracking.M_PARAMS, tracking.M_SIZE_MB, tracking.M_CPU_TOTAL, tracking.M_LATENCY_P50, "aliases", "pareto"]
             + list(get_study(study).headline.baselines[:1]))
     frame = table.sort_values(metric, ascending=False).copy()
@@ -45,9 +46,10 @@ def runs_table_html(table: pd.DataFrame, study: str) -> str:
     for cost in dd.COST_METRICS:
         on_front |= set(dd.pareto_front(table, cost, metric)["run_id"])
     frame["pareto"] = ["✓" if r in on_front else "" for r in frame["run_id"]]
-    return html_table(frame, list(dict.fromkeys(cols)), kinds={tracking.M_PARAMS: "int"},
+    return html_table(frame, list(dict.fromkeys(cols)), kinds={tracking.M_PARAMS: "int", tracking.M_TEST_UNITS: "int"},
                       links={"run_name": lambda r: r.get("url") or None},
-                      headers={"run_name": "run", "pareto": "on a front"})
+                      headers={"run_name": "run", "pareto": "on a front", tracking.ci_low(metric): "95% low",
+                               tracking.ci_high(metric): "95% high", tracking.M_TEST_UNITS: "test units"})
 
 
 def gates_html(gates: dict) -> str:

@@ -126,7 +126,9 @@ def champions() -> list[str]:
             continue
         run = client.get_run(version.run_id)
         m, tags = run.data.metrics, run.data.tags
-        shown = [f"{label} {m[key]:.3f}" for key, label in get_study(policy.study).summary_metrics if key in m]
+        shown = [f"{label} {m[key]:.3f}" + (f" [{m[tracking.ci_low(key)]:.2f}, {m[tracking.ci_high(key)]:.2f}]"
+                                             if tracking.ci_low(key) in m else "")
+                 for key, label in get_study(policy.study).summary_metrics if key in m]
         cpu = f"CPU {m.get(tracking.M_CPU_TOTAL, float('nan')):.2f} s"
         if tracking.M_CPU_TOTAL + "_onnx" in m:
             cpu += f" / {m[tracking.M_CPU_TOTAL + '_onnx']:.2f} s"

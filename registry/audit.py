@@ -13,13 +13,32 @@ The registered model's description links to the history; the version tags
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import socket
 import time
 
 from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
+from registry import store
+
+# Version tags: why a version holds (or held) an alias, and which alias it was rolled back from.
+VERSION_FIELDS = ("policy", "rule", "metric", "value", "compared", "gates", "previous_version", "at", "kind", "by",
+                  "significance")
+
+
+def promotion_key(alias: str, name: str) -> str:
+    """Version tag recording why the version holds (or held) the alias."""
+    return f"promotion.{alias}.{name}"
+
+
+def rolled_back_key(alias: str) -> str:
+    """Version tag set when rollback moved the alias away from the version: blocks it there."""
+    return f"rolled_back.{alias}"
+
 
 TAG_PREFIX = "audit."
 ENTRY_FIELDS = ("version", "previous", "at", "kind", "policy", "rule", "metric", "value", "gates", "by",
@@ -93,6 +112,76 @@ def _columns(rows: list[dict]) -> dict[str, list]:
 
 def _label(version) -> str:
     return "none" if version is None else f"v{version}"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def by() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def write_version_audit(client: MlflowClient, name: str, alias: str, entry: dict) -> None:
+    for key in VERSION_FIELDS:
+        value = entry.get("previous") if key == "previous_version" else entry.get(key)
+        if key == "significance" and value is None:
+            continue
+        store.retry_conflicts(client.set_model_version_tag, name, entry["version"], promotion_key(alias, key),
+                              _text(value))
+
+
+def entry_from_tags(version: str, alias: str, tags: dict[str, str]) -> dict | None:
+    if not tags.get(promotion_key(alias, "at")):
+        return None
+    entry = {"version": version}
+    for key in VERSION_FIELDS:
+        value = tags.get(promotion_key(alias, key))
+        if key == "previous_version":
+            entry["previous"] = None if value in (None, "", "none") else value
+        else:
+            entry[key] = value
+    return entry
+
+
+def tags_match(entry: dict, alias: str, tags: dict[str, str]) -> bool:
+    previous = "none" if entry.get("previous") is None else str(entry["previous"])
+    return (tags.get(promotion_key(alias, "at")) == entry.get("at")
+            and tags.get(promotion_key(alias, "previous_version")) == previous
+            and tags.get(promotion_key(alias, "kind")) == entry.get("kind"))
+
+
+def reconcile(client: MlflowClient, name: str, alias: str, attempts: int = 10) -> bool:
+    """Verify-after-write: make the history's last entry and the holder's tags match the holder.
+
+    Returns True once a full read finds them consistent. Safe to run at any time and from
+    any number of processes: it only writes when it finds a mismatch.
+    """
+    for attempt in range(attempts):
+        holder = store.alias_holder(client, name, alias)
+        history = read_history(client, name, alias)
+        last = history[-1] if history else None
+        if holder is None:
+            if last is None or last.get("version") is None:
+                return True
+            append(client, name, alias, {
+                "version": None, "previous": last.get("version"), "at": now(), "kind": "reconcile",
+                "rule": "alias found removed without an audit entry", "by": by()})
+        else:
+            tags = store.version_tags(client, name, holder)
+            if last is None or str(last.get("version")) != holder:
+                entry = entry_from_tags(holder, alias, tags)
+                if entry is None or (last is not None and entry.get("at", "") < last.get("at", "")):
+                    entry = {"version": holder, "previous": None if last is None else last.get("version"),
+                             "at": now(), "kind": "reconcile", "policy": "", "rule":
+                             "found holding the alias without an audit entry", "by": by()}
+                append(client, name, alias, entry)
+            elif not tags_match(last, alias, tags):
+                write_version_audit(client, name, alias, last)
+            else:
+                return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
 
 
 def history(name: str, alias: str, client: MlflowClient | None = None) -> list[dict]:

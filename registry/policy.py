@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from projects.core.errors import InputError
 from projects.core.study import all_studies, get_study, study_names
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
+POLICY_DIR_ENV = "MEDIMG_POLICY_DIR"  # another folder in place of registry/policies/ (a team's own policies)
 CHAMPION = "champion"  # the alias the data-digest gate compares against
 
 _ALIAS_RE = re.compile(r"^[A-Za-z][\w\-]*$")  # MLflow: alphanumerics, _ and -; not v<digits>
@@ -82,6 +84,24 @@ class Within:
 
 
 @dataclass(frozen=True)
+class PreferCheaper:
+    """Also move when the newcomer is not worse than the holder by more than `tolerance` (the
+    paired interval's lower end) and strictly cheaper in `cost`."""
+    cost: str
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How candidates are compared: on the study's fixed holdout (scored at promotion, every
+    candidate on the same units), or only within groups that share the given tags (their own
+    test sets are then comparable: the paper's per-split view)."""
+    mode: str = "holdout"  # holdout | compare_within
+    compare_within: tuple[str, ...] = ()
+    shortlist: int = 10  # candidates scored on the holdout: the best by their own test metric
+
+
+@dataclass(frozen=True)
 class AliasRule:
     alias: str
     goal: str  # max | min
@@ -92,6 +112,10 @@ class AliasRule:
     newer_than: str | None = None
     pareto: bool = False
     when_none: str = "keep"  # keep | remove: what happens when no candidate fits the rule
+    # Move away from an existing holder only when the newcomer is better on the same held-out
+    # units by a paired test at this level (None: no test). The champion's default: 0.05.
+    significance: float | None = None
+    prefer_cheaper: PreferCheaper | None = None
 
     def metrics(self) -> tuple[str, ...]:
         names = [self.metric] + [m for m, _ in self.floor] + [m for m, _ in self.ceiling]
@@ -137,6 +161,7 @@ class Policy:
     aliases: tuple[AliasRule, ...]  # in dependency order (references come first)
     on_gate_failure: str = "next"  # next | refuse
     sha: str = ""  # first 12 hex of the file's sha256: which text decided a promotion
+    evaluation: Evaluation = Evaluation()
 
     @property
     def ref(self) -> str:
@@ -289,10 +314,34 @@ def _parse_alias(path: Path, alias: Any, data: Any, goals: dict[str, str]) -> Al
     newer_than = r.string("newer_than", None)
     pareto = r.boolean("pareto", False)
     when_none = r.string("when_none", "keep", choices=("keep", "remove"))
+    significance = _significance(r, alias)
+    cheaper = None
+    c = r.sub("prefer_cheaper", None)
+    if c is not None:
+        cheaper = PreferCheaper(_metric(c, "cost", c.string("cost")), c.number("tolerance", 0.0, minimum=0.0))
+        c.done()
     rule = AliasRule(alias, goal, metric, within, _bounds(r, "floor"), _bounds(r, "ceiling"),
-                     newer_than, pareto, when_none)
+                     newer_than, pareto, when_none, significance, cheaper)
     r.done()
     return rule
+
+
+def _significance(r: _Reader, alias: str) -> float | None:
+    """`significance: 0.05` | `{level: 0.05}` | `none`; the champion's default is 0.05."""
+    raw = r.get("significance", 0.05 if alias == CHAMPION else None)
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "off")) or raw is False:
+        return None
+    if isinstance(raw, Mapping):
+        s = r.sub("significance")
+        level = s.number("level", 0.05)
+        s.done()
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        level = float(raw)
+    else:
+        r.fail(f"significance: expected a level like 0.05, {{level: 0.05}} or none, got {raw!r}")
+    if not 0 < level < 1:
+        r.fail(f"significance: the level must be in (0, 1), got {level}")
+    return level
 
 
 def _order_aliases(path: Path, rules: list[AliasRule]) -> tuple[AliasRule, ...]:
@@ -333,60 +382,57 @@ def parse_policy(path: Path, text: str) -> Policy:
     model = r.string("model")
     study_name = r.string("study", choices=tuple(study_names()))
     task = r.string("task", choices=get_study(study_name).tasks)
-    study = get_study(study_name)
-    expected = study.model_name(task)
+    expected = get_study(study_name).model_name(task)
     if model != expected:
         r.fail(f"model: study {study_name!r} task {task!r} registers as {expected!r}, not {model!r}")
     if path.suffix in (".yaml", ".yml") and path.stem != model:
         r.fail(f"the file must be named {model}.yaml (one policy per registered model)")
     description = r.string("description", "")
+    candidates = _parse_candidates(path, r.sub("candidates", {}), get_study(study_name).experiment)
+    gates = _parse_gates(r.sub("gates", {}))
+    evaluation = _parse_evaluation(r.sub("evaluation", {}))
+    rules = _parse_aliases(path, r, gates)
+    on_failure = r.string("on_gate_failure", "next", choices=("next", "refuse"))
+    r.done()
+    sha = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return Policy(path, model, study_name, task, description, candidates, gates, _order_aliases(path, rules),
+                  on_failure, sha, evaluation)
 
-    c = r.sub("candidates", {})
-    experiments = c.string_list("experiments", (study.experiment, tracking.EXPERIMENTS["search"]))
+
+def _parse_candidates(path: Path, c: _Reader, experiment: str) -> Candidates:
+    experiments = c.string_list("experiments", (experiment, tracking.EXPERIMENTS["search"]))
     extra = c.string("filter", "").strip()
     max_age = c.number("max_age_days", 0.0, minimum=0.0)
-    since_raw = c.get("since", None)
-    since = None
-    if since_raw is not None:
-        if isinstance(since_raw, dt.datetime):
-            since = since_raw
-        elif isinstance(since_raw, dt.date):
-            since = dt.datetime(since_raw.year, since_raw.month, since_raw.day)
-        elif isinstance(since_raw, str):
-            try:
-                since = dt.datetime.fromisoformat(since_raw)
-            except ValueError:
-                c.fail(f"since: expected a date like 2025-01-31, got {since_raw!r}")
-        else:
-            c.fail(f"since: expected a date like 2025-01-31, got {since_raw!r}")
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=dt.timezone.utc)
+    since = _since(c, c.get("since", None))
     max_results = int(c.number("max_results", 1000, minimum=1))
     c.done()
     if extra:
         _check_filter(path, extra)
-    candidates = Candidates(experiments, extra, max_age, since, max_results)
+    return Candidates(experiments, extra, max_age, since, max_results)
 
-    g = r.sub("gates", {})
+
+def _since(c: _Reader, raw: Any) -> dt.datetime | None:
+    if raw is None:
+        return None
+    since = None
+    if isinstance(raw, dt.datetime):
+        since = raw
+    elif isinstance(raw, dt.date):
+        since = dt.datetime(raw.year, raw.month, raw.day)
+    elif isinstance(raw, str):
+        try:
+            since = dt.datetime.fromisoformat(raw)
+        except ValueError:
+            c.fail(f"since: expected a date like 2025-01-31, got {raw!r}")
+    else:
+        c.fail(f"since: expected a date like 2025-01-31, got {raw!r}")
+    return since.replace(tzinfo=dt.timezone.utc) if since.tzinfo is None else since
+
+
+def _parse_gates(g: _Reader) -> Gates:
     required = _metrics(g, "required_metrics", ())
-    baseline = None
     b = g.sub("beats_baseline", None)
-    if b is not None:
-        b_metric = _metric(b, "metric", b.string("metric"))
-        above_raw = b.get("above")
-        above_raw = above_raw if isinstance(above_raw, list) else [above_raw]
-        above: list[str | float] = []
-        for item in above_raw:
-            if isinstance(item, str):
-                above.append(_metric(b, "above", item))
-            elif isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
-                above.append(float(item))
-            else:
-                b.fail(f"above: expected metric names or numbers, got {item!r}")
-        if not above:
-            b.fail("above: name at least one baseline metric or number")
-        b.done()
-        baseline = BaselineGate(b_metric, tuple(above))
+    baseline = _parse_baseline(b) if b is not None else None
     pareto = None
     p = g.sub("pareto", None)
     if p is not None:
@@ -405,8 +451,38 @@ def parse_policy(path: Path, text: str) -> Policy:
         g.fail(f"smoke_predict: expected true, false or {{probabilities: true|false}}, got {smoke!r}")
     data_change = g.string("data_change", "refuse", choices=("refuse", "allow"))
     g.done()
-    gates = Gates(required, baseline, pareto, bool(smoke), probabilities, data_change == "allow")
+    return Gates(required, baseline, pareto, bool(smoke), probabilities, data_change == "allow")
 
+
+def _parse_baseline(b: _Reader) -> BaselineGate:
+    b_metric = _metric(b, "metric", b.string("metric"))
+    above_raw = b.get("above")
+    above_raw = above_raw if isinstance(above_raw, list) else [above_raw]
+    above: list[str | float] = []
+    for item in above_raw:
+        if isinstance(item, str):
+            above.append(_metric(b, "above", item))
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item):
+            above.append(float(item))
+        else:
+            b.fail(f"above: expected metric names or numbers, got {item!r}")
+    if not above:
+        b.fail("above: name at least one baseline metric or number")
+    b.done()
+    return BaselineGate(b_metric, tuple(above))
+
+
+def _parse_evaluation(e: _Reader) -> Evaluation:
+    mode = e.string("mode", "holdout", choices=("holdout", "compare_within"))
+    within = tuple(e.string_list("compare_within", ()))
+    shortlist = int(e.number("shortlist", 10, minimum=1))
+    e.done()
+    if mode == "compare_within" and not within:
+        e.fail("compare_within: name the tags candidates must share (e.g. [split]) for mode compare_within")
+    return Evaluation(mode, within, shortlist)
+
+
+def _parse_aliases(path: Path, r: _Reader, gates: Gates) -> list[AliasRule]:
     raw_aliases = r.get("aliases", required=True)
     if not isinstance(raw_aliases, Mapping) or not raw_aliases:
         r.fail("aliases: expected a mapping of alias name -> rule, with at least one alias")
@@ -415,20 +491,16 @@ def parse_policy(path: Path, text: str) -> Policy:
         if isinstance(data, Mapping) and isinstance(data.get("pick"), str) and len(data["pick"].split()) == 2:
             goal, name = data["pick"].split()
             goals.setdefault(name, goal)
-    if pareto:
-        goals.setdefault(pareto.accuracy, "max")
+    if gates.pareto:
+        goals.setdefault(gates.pareto.accuracy, "max")
     rules = [_parse_alias(path, alias, data, goals) for alias, data in raw_aliases.items()]
     for rule in rules:
-        if rule.pareto and pareto is None:
+        if rule.pareto and gates.pareto is None:
             r.fail(f"aliases.{rule.alias}: pareto: true needs gates.pareto (accuracy and costs)")
     if CHAMPION not in {rule.alias for rule in rules} and not gates.allow_data_change:
         r.fail(f"gates.data_change: refuse compares with the {CHAMPION!r} alias, which this policy "
                "does not define (define it or set data_change: allow)")
-    on_failure = r.string("on_gate_failure", "next", choices=("next", "refuse"))
-    r.done()
-    sha = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return Policy(path, model, study_name, task, description, candidates, gates, _order_aliases(path, rules),
-                  on_failure, sha)
+    return rules
 
 
 def _check_filter(path: Path, text: str) -> None:
@@ -461,8 +533,9 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def policy_dirs() -> list[Path]:
-    """registry/policies/, then every folder a registered study declares (a plug-in's own)."""
-    return [POLICY_DIR] + [Path(d) for study in all_studies() for d in study.policy_dirs]
+    """registry/policies/ (or $MEDIMG_POLICY_DIR), then every folder a registered study declares."""
+    main = Path(os.environ[POLICY_DIR_ENV]) if os.environ.get(POLICY_DIR_ENV) else POLICY_DIR
+    return [main] + [Path(d) for study in all_studies() for d in study.policy_dirs]
 
 
 def policy_files(directory: Path | None = None) -> list[Path]:

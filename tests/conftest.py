@@ -69,3 +69,59 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "e2e" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def policies_within_split(tmp_path_factory, monkeypatch):
+    """The repository's policies, comparing candidates within one split (evaluation mode
+    compare_within) instead of on the study's holdout: for tests of the alias rules, gates,
+    rollback and races on candidates whose own test numbers are set by the test. Subprocesses
+    see the same folder (MEDIMG_POLICY_DIR)."""
+    import yaml
+
+    from registry import policy
+
+    folder = tmp_path_factory.mktemp("policies")
+    for path in sorted(policy.POLICY_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        data["evaluation"] = {"mode": "compare_within", "compare_within": ["split"]}
+        (folder / path.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv(policy.POLICY_DIR_ENV, str(folder))
+    return folder
+
+
+def _postgres_admin():
+    psycopg = pytest.importorskip("psycopg")
+    for user in ("postgres", "root"):
+        try:
+            return psycopg.connect(host="127.0.0.1", port=5432, dbname="test", user=user, connect_timeout=3,
+                                   autocommit=True), user
+        except psycopg.Error:
+            continue
+    pytest.skip("PostgreSQL on 127.0.0.1:5432 (database test) is not reachable")
+
+
+@pytest.fixture
+def postgres_store(monkeypatch):
+    """A fresh PostgreSQL database (created and dropped here) as the tracking store and the
+    registry; artifacts stay in the test's folder. MLflow enforces its column limits there
+    (tag values: VARCHAR(5000)), SQLite does not."""
+    import uuid
+
+    import mlflow
+
+    conn, user = _postgres_admin()
+    name = f"medimg_t{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    uri = f"postgresql://{user}@127.0.0.1:5432/{name}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield uri
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()

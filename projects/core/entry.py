@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from projects.core import cli, config, tracking
+from projects.core import cli, config, device, tracking
 from projects.core.grid import plan_grid, run_grid
 from projects.core.study import Study
 
@@ -26,6 +26,7 @@ def run_main(study: Study, argv: list[str] | None = None) -> int:
     """One run of the study with the settings given on the command line."""
     args = study_parser(study, study.name, f"One {study.name} run (MLproject entry point `{study.name}`).").parse_args(argv)
     cfg = study.config_cls.from_args(args)
+    device.check_device(cfg.device)  # `cuda` on a machine without one: one line, before any run
     study.check(cfg)
     prepared = study.prepare(cfg)  # bad settings or data fail here, before a run exists
     with tracking.study_run(study.experiment, study.run_name(cfg), tags=tracking.process_tags()):

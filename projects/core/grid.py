@@ -20,7 +20,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from projects.core import tracking
+from projects.core import device, tracking
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ def plan_grid(study, grid) -> GridPlan:
     """Every cell checked and its data prepared (once per data variant) before any run starts."""
     configs = study.grid_configs(grid)
     for cfg in configs:
+        device.check_device(cfg.device)
         study.check(cfg)
     plan = GridPlan(configs)
     for cfg in configs:
@@ -130,4 +131,5 @@ def _train(study, cfg, prepared) -> dict[str, float]:
     result = study.run(cfg, prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
     logged = mlflow.get_run(mlflow.active_run().info.run_id).data.metrics
     efficiency = tracking.EFFICIENCY_METRICS + (tracking.M_PARAMS_KERAS, tracking.M_SIZE_WITH_OPT_MB)
-    return dict(result.metrics) | {key: logged[key] for key in efficiency if key in logged}
+    intervals = [k for k in logged if k.endswith(("_ci95_low", "_ci95_high")) or k == tracking.M_TEST_UNITS]
+    return dict(result.metrics) | {key: logged[key] for key in (*efficiency, *intervals) if key in logged}

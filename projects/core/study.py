@@ -147,6 +147,19 @@ class HoldoutData:
 
 
 # --- benchmarks --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingReference:
+    """A model the training benchmark measures (benchmarks/training.py): the study's quick
+    recipe for it, and one training step's ingredients at the recipe's batch and input size."""
+    key: str
+    label: str
+    family: str  # what the automatic precision is chosen by (projects/core/device.py)
+    recipe: Mapping[str, Any]  # settings of the study's config for the quick recipe
+    # config -> (model, loss_fn, inputs, targets) of one batch, on the CPU in fp32
+    step: Callable[[Any], tuple[Any, Any, Any, Any]]
+    step_settings: Mapping[str, Any] = field(default_factory=dict)  # over the recipe, for the step timing
+
+
 @dataclass
 class CaseData:
     """A reference model's data: float32 NCHW inputs in [0, 1] and their targets."""
@@ -280,6 +293,9 @@ class Study:
         return []
 
     def reference_models(self) -> Sequence[ReferenceModel]:
+        return ()
+
+    def training_references(self) -> Sequence[TrainingReference]:
         return ()
 
     def benchmark_sections(self) -> Mapping[str, Callable]:

@@ -81,6 +81,11 @@ M_LATENCY_P50 = "cpu_latency_ms_p50"
 EFFICIENCY_METRICS = (M_PARAMS, M_SIZE_MB, M_CPU_LOAD, M_CPU_PREDICT, M_CPU_TOTAL, M_LATENCY_P50)
 P_CPU_PREDICT_N = "cpu_predict_images"  # param: how many images the CPU timing predicted (N)
 
+# Training throughput (projects/core/training.py): images per second of optimisation steps, and
+# the median step time, on the run's device and precision (tags `device`, `precision`).
+M_TRAIN_IMAGES_PER_S = "train_images_per_s"
+M_TRAIN_STEP_MS_P50 = "train_step_ms_p50"
+
 # Per-epoch curves
 M_TRAIN_LOSS = "train_loss"
 M_VAL_LOSS = "val_loss"
@@ -134,7 +139,9 @@ def ensure_experiment(name: str) -> str:
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     location = None
-    if runtime.tracking_uri().startswith("sqlite:"):
+    if runtime.tracking_uri().startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+        # A database store keeps no artifacts: without a location MLflow would write them
+        # under the current directory. (A tracking server decides for itself.)
         location = (runtime.artifact_root() / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
@@ -192,6 +199,17 @@ def log_metrics_finite(metrics: Mapping[str, float], step: int | None = None) ->
         clean[key] = value
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def log_intervals(scores, metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+    """The 95% bootstrap interval of each held-out metric (resampled by independent unit:
+    projects.core.uncertainty) and the number of units: test_<m>_ci95_low/_high, test_n_units."""
+    values = {M_TEST_UNITS: float(scores.n_units)}
+    for name, (low, high) in scores.intervals().items():
+        if metrics is None or name in metrics:
+            values[ci_low(test_metric(name))], values[ci_high(test_metric(name))] = low, high
+    log_metrics_finite(values)
+    return values
 
 
 def log_config(config: Any, prefix: str = "") -> None:

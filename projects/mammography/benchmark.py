@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from projects.core.study import CaseData, ReferenceModel
+from projects.core.study import CaseData, ReferenceModel, TrainingReference
 
 
 def _resnet101() -> nn.Module:
@@ -66,4 +66,22 @@ REFERENCE_MODELS = (
     # A global-pooling classifier sees another scale at another size: trained at 256 px.
     ReferenceModel("resnet101", "resnet101 (7 classes)", 1, _resnet101, case_data, training, score, baseline,
                    agreement, metric_name="macro-F1", steps_full=32, train_size_full=256),
+)
+
+
+def training_step(config) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """One batch of the recipe's shape: grey films, class labels, cross-entropy."""
+    from projects.mammography.models import build_classifier
+
+    gen = torch.Generator().manual_seed(0)
+    n, s = config.batch_size, config.image_size
+    return (build_classifier(config.arch, 7), nn.CrossEntropyLoss(), torch.rand(n, 1, s, s, generator=gen),
+            torch.randint(0, 7, (n,), generator=gen))
+
+
+# The quick profile's classifier: resnet10t at 96 px, class-weighted, lr 1e-3 (profiles.py).
+TRAINING_REFERENCES = (
+    TrainingReference("resnet10t-96", "timm resnet10t (96 px)", "timm",
+                      dict(arch="resnet10t", image_size=96, epochs=15, batch_size=32, lr=1e-3, class_weighted=True,
+                           cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False), training_step),
 )

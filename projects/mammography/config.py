@@ -19,6 +19,9 @@ class MammographyData(Section):
     split: str = setting("80:20", "train:test ratio, e.g. 80:20")
     val_fraction: float = setting(0.2, "share of the training films for validation (early stopping, model "
                                        "selection)", unit_interval=True)
+    holdout_fraction: float = setting(0.15, "share of the patients set aside as the study's fixed holdout: no run "
+                                            "trains on it, the registry compares candidates on it; 0: none (the "
+                                            "paper's splits over every film)", min=0, max=0.5)
     augment: bool = setting(False, "the paper's augmented scenario (training films only)")
     augment_factor: int = setting(2, "training set size multiplier when augmenting (the paper's counts imply ~2x)",
                                   min=1)

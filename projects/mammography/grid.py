@@ -64,7 +64,11 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             col = tracking.test_metric(metric)
             mean, ci = mean_ci95(done[col]) if col in done and len(done) else (float("nan"), float("nan"))
             row[f"ours_{metric}"] = mean
-            row[f"ours_{metric}_ci95"] = ci
+            row[f"ours_{metric}_ci95"] = ci  # over seeds
+            for bound in ("low", "high"):  # bootstrap over the test patients (mean over seeds)
+                key = f"{col}_ci95_{bound}"
+                row[f"ours_{metric}_boot_{bound}"] = float(done[key].mean()) if key in done and len(done) else float("nan")
+        row["test_patients"] = float(done[tracking.M_TEST_UNITS].mean()) if tracking.M_TEST_UNITS in done and len(done) else float("nan")
         base = tracking.baseline_metric("majority_accuracy")
         row["baseline_majority_accuracy"] = float(done[base].mean()) if base in done and len(done) else float("nan")
         ref = paper.paper_row(task, split)

@@ -31,9 +31,8 @@ def holdout_patients(films: Sequence[Film], fraction: float) -> set[str]:
     if fraction <= 0 or not films:
         return set()
     strata = [f.label if f.severity is None else f"{f.label}-{f.severity}" for f in films]
-    held = allocate_patients([f.id for f in films], strata, fraction, np.random.default_rng(identity_seed(
-        [f.id for f in films])))
-    return held
+    ids = [f.id for f in films]
+    return allocate_patients(ids, strata, fraction, np.random.default_rng(identity_seed(ids)))
 
 
 def holdout_digest(films: Sequence[Film], patients: set[str]) -> str:

@@ -18,8 +18,10 @@ class MammographyStudy(Study):
                         # accuracy alone rewards the all-NORM collapse (64% for free), macro-F1 does not
                         selection=tracking.val_metric("f1_macro"), best_by="f1_macro")
     unit = "patient"
-    data_fields = ("data", "task", "image_size", "split", "val_fraction", "seed", "skip_missing", "embedded_size")
+    data_fields = ("data", "task", "image_size", "split", "val_fraction", "seed", "skip_missing", "embedded_size",
+                   "holdout_fraction")
     grid_data_fields = data_fields
+    holdout_fields = ("data", "task", "image_size", "skip_missing", "embedded_size", "holdout_fraction")
     # The paper's ResNets at the three image sizes it tried, and the training knobs.
     default_space = ("arch=resnet18|resnet34|resnet50|resnet101,image_size=64|128|256,lr=0.0001:0.01:log,"
                      "augment=false|true,class_weighted=false|true")
@@ -41,6 +43,12 @@ class MammographyStudy(Study):
 
     def run(self, config, prepared=None, run_kind=tracking.RUN_KIND_SINGLE, on_epoch=None):
         return study.run(config, prepared, run_kind=run_kind, on_epoch=on_epoch)
+
+    def holdout(self, config):
+        return study.holdout_data(config)
+
+    def holdout_scores(self, config, holdout, outputs):
+        return study.holdout_scores(config, holdout, outputs)
 
     def count_params(self, config, prepared) -> int:
         from projects.core.efficiency import count_params
@@ -77,7 +85,12 @@ class MammographyStudy(Study):
     def reference_models(self):
         from projects.mammography.benchmark import REFERENCE_MODELS
 
-        return REFERENCE_MODELS
+        return REFERENCE_mammographyELS
+
+    def training_references(self):
+        from projects.mammography.benchmark import TRAINING_REFERENCES
+
+        return TRAINING_REFERENCES
 
 
 STUDY = register_study(MammographyStudy())

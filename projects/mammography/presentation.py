@@ -62,12 +62,15 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
     """The main job's lines for a grid's comparison table."""
     if not len(table):
         return []
-    lines = ["mammography (test set; baseline = always the majority class):"]
+    lines = ["mammography (test set; [95% interval, bootstrap over the test patients]; baseline = always the "
+             "majority class):"]
     for _, r in table.iterrows():
         lines.append(f"  {r['arch']:<10} {r['task']:<17} {r['split']:<6} augment={str(r['augment']):<5} "
-                     f"acc {r['ours_accuracy']:.3f} (baseline {r['baseline_majority_accuracy']:.3f}, "
+                     f"acc {r['ours_accuracy']:.3f} [{r.get('ours_accuracy_boot_low', float('nan')):.2f}, "
+                     f"{r.get('ours_accuracy_boot_high', float('nan')):.2f}] (baseline {r['baseline_majority_accuracy']:.3f}, "
                      f"paper {r['paper_accuracy']:.2f})  F1-macro {r['ours_f1_macro']:.3f} "
-                     f"(paper {r['paper_f1_macro']:.2f})")
+                     f"[{r.get('ours_f1_macro_boot_low', float('nan')):.2f}, {r.get('ours_f1_macro_boot_high', float('nan')):.2f}] "
+                     f"(paper {r['paper_f1_macro']:.2f}); {r.get('test_patients', float('nan')):.0f} test patients")
     return lines
 
 

@@ -99,6 +99,17 @@ def split_films(film_ids: Sequence[str], labels: Sequence[Hashable], test_fracti
     return {film: str(by_patient[patient_id(film)]) for film in ids}
 
 
+def allocate_patients(film_ids: Sequence[str], labels: Sequence[Hashable], fraction: float,
+                      rng: np.random.Generator) -> set[str]:
+    """Whole patients holding about `fraction` of each label's films: the allocation a split's
+    test side gets (used for the study's fixed holdout, see holdout.py)."""
+    patients, counts = _patient_matrix(list(film_ids), list(labels))
+    if len(patients) < 2:
+        return set()
+    held = _holdout(counts, fraction, rng, protect=(counts > 0).sum(axis=0) >= 2)
+    return {p for p, h in zip(patients, held) if h}
+
+
 def _check_inputs(ids: list[str], labels: list, test_fraction: float, val_fraction: float) -> None:
     if len(ids) != len(labels):
         raise InputError(None, f"{len(ids)} film ids but {len(labels)} labels")

@@ -22,12 +22,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from projects.core import efficiency, timing, tracking
 from projects.core.digest import digest_files
 from projects.core.errors import InputError
+from projects.core.study import HoldoutData
+from projects.core.training import EpochHook, fit, make_loader, seed_everything
+from projects.core.uncertainty import UnitScores, classification_scores
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
+from projects.mammography.holdout import holdout_digest, holdout_patients
 from projects.mammography.models import ClassProbabilities, build_classifier
-from projects.mammography.splits import parse_ratio, split_films, split_table
-from projects.core.training import EpochHook, fit, seed_everything
+from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
 
 STUDY = "mammography"
 
@@ -43,6 +46,9 @@ class PreparedData:
     targets: dict[str, np.ndarray]  # split -> (N,) int
     digest: str
     skipped: list[str] = field(default_factory=list)
+    ids: dict[str, list[str]] = field(default_factory=dict)  # split -> film ids, in the arrays' order
+    holdout: set[str] = field(default_factory=set)  # patients of the study's fixed holdout (never used here)
+    holdout_digest: str = "none"
 
 
 def resolve_data_root(config: MammographyConfig) -> Path:
@@ -92,19 +98,46 @@ def prepare_data(config: MammographyConfig) -> PreparedData:
     check_config(config)
     root = resolve_data_root(config)
     films, skipped, digest = _load_films(root.resolve(), config.skip_missing)
-    kept, labels, class_names = mias.task_view(films, config.task)
+    held = holdout_patients(films, config.holdout_fraction)  # every task and split sets them aside
+    pool = [f for f in films if patient_id(f.id) not in held]
+    kept, labels, class_names = mias.task_view(pool, config.task)
     labels = np.asarray(labels, dtype=np.int64)
     assignment = split_films([f.id for f in kept], list(labels), parse_ratio(config.split),
                              config.val_fraction, config.seed)
     resized = _read_resized(root.resolve(), config.skip_missing, config.image_size)
-    images, targets = {}, {}
+    images, targets, ids = {}, {}, {}
     for part in ("train", "val", "test"):
         idx = [i for i, f in enumerate(kept) if assignment[f.id] == part]
         images[part] = np.stack([resized[kept[i].id] for i in idx]) if idx else np.zeros((0, config.image_size, config.image_size), np.uint8)
         targets[part] = labels[idx]
+        ids[part] = [kept[i].id for i in idx]
     if len(targets["test"]) == 0 or len(targets["train"]) == 0:
         raise InputError(root, f"split {config.split} leaves an empty train or test set ({len(kept)} films)")
-    return PreparedData(root, kept, labels, class_names, assignment, images, targets, digest, skipped)
+    return PreparedData(root, kept, labels, class_names, assignment, images, targets, digest, skipped, ids, held,
+                        holdout_digest(films, held))
+
+
+def holdout_data(config: MammographyConfig) -> HoldoutData | None:
+    """The study's fixed holdout for this task, at this config's image size: what the
+    registry scores every candidate on (None when holdout_fraction is 0)."""
+    root = resolve_data_root(config).resolve()
+    films, _, _ = _load_films(root, config.skip_missing)
+    held = holdout_patients(films, config.holdout_fraction)
+    if not held:
+        return None
+    kept, labels, class_names = mias.task_view([f for f in films if patient_id(f.id) in held], config.task)
+    resized = _read_resized(root, config.skip_missing, config.image_size)
+    units = [patient_id(f.id) for f in kept]
+    table = pd.DataFrame({"film": [f.id for f in kept], "patient": units,
+                          "label": [class_names[k] for k in labels]})
+    return HoldoutData(_tensor(np.stack([resized[f.id] for f in kept])).numpy(), np.asarray(labels, np.int64),
+                       units, holdout_digest(films, held), str(root), table)
+
+
+def holdout_scores(config: MammographyConfig, holdout: HoldoutData, outputs: np.ndarray) -> UnitScores:
+    """A classifier's class probabilities on the holdout, by patient."""
+    n_classes = outputs.shape[1]
+    return classification_scores(holdout.targets, outputs.argmax(1), holdout.units, n_classes)
 
 
 def augment_films(images: np.ndarray, targets: np.ndarray, factor: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,10 +165,14 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
 
 
-def _loader(images, targets, batch_size, shuffle, generator=None, drop_last=False) -> DataLoader:
+def _loader(images, targets, batch_size, shuffle, generator=None, drop_last=False, train=None) -> DataLoader:
+    """Films and labels in batches; `train` (the run's training settings) for the training and
+    validation loaders (workers, pinned memory)."""
     ds = TensorDataset(_tensor(images), torch.from_numpy(targets))
     # drop_last only when it still leaves a batch: tiny sets must train too
     drop = drop_last and len(ds) > batch_size and len(ds) % batch_size != 0 and len(ds) % batch_size < 4
+    if train is not None:
+        return make_loader(ds, train, shuffle=shuffle, generator=generator, drop_last=drop, batch_size=batch_size)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop)
 
 
@@ -146,7 +183,7 @@ def _predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarr
         for x, y in loader:
             logits.append(model(x))
             truth.append(y)
-    return torch.cat(logits).numpy(), torch.cat(truth).numpy(), 0.0
+    return torch.cat(logits).float().cpu().numpy(), torch.cat(truth).cpu().numpy(), 0.0
 
 
 def _evaluator(loss_fn: nn.Module, class_names):
@@ -177,7 +214,8 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
         raise RuntimeError("mammography.run needs an active MLflow run")
     mlflow.set_tags(tracking.standard_tags(
         study=STUDY, task=config.task, arch=config.arch, split=config.split, augment=config.augment,
-        seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind))
+        seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind)
+        | {tracking.TAG_HOLDOUT_DIGEST: prepared.holdout_digest})
     tracking.log_config(config)
     train_x, train_y = prepared.images["train"], prepared.targets["train"]
     if config.augment:
@@ -194,6 +232,10 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     test["accuracy_minus_baseline"] = test["accuracy"] - base["majority_accuracy"]
     test["f1_macro_minus_baseline"] = test["f1_macro"] - base["majority_f1_macro"]
     tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
+    # Resampled by patient: a film pair is one observation, not two.
+    scores = classification_scores(truth, pred, [patient_id(f) for f in prepared.ids["test"]],
+                                   len(prepared.class_names))
+    tracking.log_intervals(scores)
     matrix = cls_metrics.confusion(truth, pred, len(prepared.class_names))
     with tempfile.TemporaryDirectory() as tmp:
         _log_test_artifacts(config, prepared, matrix, truth, pred, test, base, Path(tmp))
@@ -211,6 +253,7 @@ def _log_inputs(config: MammographyConfig, prepared: PreparedData, n_train_image
     counts = {part: int(len(prepared.targets[part])) for part in ("train", "val", "test")}
     mlflow.log_params({"n_train_films": counts["train"], "n_val_films": counts["val"],
                        "n_test_films": counts["test"], "n_train_images": n_train_images,
+                       "n_holdout_patients": len(prepared.holdout),
                        "test_fraction": parse_ratio(config.split), "classes": ",".join(prepared.class_names),
                        "data_root": str(prepared.root)})
     table = split_table(prepared.assignment, prepared.films)
@@ -236,12 +279,12 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
         freq = np.bincount(train_y, minlength=n_classes).astype(np.float64)
         inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
         weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
-    train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True)
-    val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False)
+    train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train)
+    val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False, train=config.train)
                   if len(prepared.targets["val"]) else None)
     # Validation loss is unweighted: it selects the model, it should not favour rare classes.
     result = fit(model, train_loader, val_loader, nn.CrossEntropyLoss(weight=weight), config.train,
-                 _evaluator(nn.CrossEntropyLoss(), prepared.class_names), on_epoch=on_epoch)
+                 _evaluator(nn.CrossEntropyLoss(), prepared.class_names), on_epoch=on_epoch, family="timm")
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})
     return model
@@ -261,7 +304,7 @@ def _log_test_artifacts(config: MammographyConfig, prepared: PreparedData, matri
     mlflow.log_artifact(str(tmp / "confusion_matrix.png"))
     (tmp / "predictions.json").write_text(json.dumps({
         "class_names": list(prepared.class_names),
-        "film_ids": [f.id for f in prepared.films if prepared.assignment[f.id] == "test"],
+        "film_ids": prepared.ids["test"],
         "true": truth.tolist(), "pred": pred.tolist()}))
     mlflow.log_artifact(str(tmp / "predictions.json"))
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from projects.core.study import CaseData, ReferenceModel
+from projects.core.study import CaseData, ReferenceModel, TrainingReference
 
 
 def _unet() -> nn.Module:
@@ -80,4 +80,28 @@ REFERENCE_MODELS = (
                    metric_name="Jaccard", pos_weight=4.0),
     ReferenceModel("elunet", "ELU-Net (8,5)", 3, _elunet, case_data, training, score, baseline, agreement,
                    metric_name="Jaccard"),
+)
+
+
+def training_step(config) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """One batch of the recipe's shape: RGB tiles, (mask, valid) targets, the masked BCE."""
+    from projects.pathology.models import build_model
+    from projects.pathology.study import MaskedBCE
+
+    gen = torch.Generator().manual_seed(0)
+    n, t = config.batch_size, config.tile_size
+    masks = (torch.rand(n, t, t, generator=gen) > 0.7).float()
+    return (build_model(config.arch, config.filters, config.depth, upsample=config.upsample), MaskedBCE(),
+            torch.rand(n, 3, t, t, generator=gen), torch.stack([masks, torch.ones_like(masks)], 1))
+
+
+# The quick profile's data and training settings (profiles.py) with the benchmark's two models:
+# ELU-Net (8,5) and U-Net (32,4) at 256-px tiles as in the paper.
+_QUICK = dict(embedded_images=16, embedded_size=256, tile_size=64, epochs=3, batch_size=8, lr=1e-3, patience=0,
+              cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False)
+TRAINING_REFERENCES = (
+    TrainingReference("elunet-8-5", "ELU-Net (8,5)", "elunet",
+                      _QUICK | dict(arch="elunet", filters=8, depth=5), training_step, {"tile_size": 256}),
+    TrainingReference("unet-32-4", "U-Net (32,4)", "unet", _QUICK | dict(arch="unet", filters=32, depth=4),
+                      training_step, {"tile_size": 256}),
 )

@@ -25,6 +25,9 @@ class PathologyData(Section):
     # Both fractions are checked where the split is made (preprocess.split_images).
     test_fraction: float = setting(0.2, "share of the source images for test")
     val_fraction: float = setting(0.2, "share of the remaining images for validation (the paper: 80:20)")
+    holdout_fraction: float = setting(0.15, "share of the source images set aside as the study's fixed holdout "
+                                            "(a predefined test/ subset is the holdout): no run trains on it, the "
+                                            "registry compares candidates on it; 0: none", min=0, max=0.5)
     embedded_images: int = setting(24, "source images of the generated set when data=embedded", min=3)
     embedded_size: int = setting(512, "size in px of the generated images when data=embedded", min=16)
 

@@ -76,6 +76,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
             "ours_params_keras": mean(tracking.M_PARAMS_KERAS),
             "paper_jaccard": ref.jaccard if ref else float("nan"),
             "ours_jaccard": mean(tracking.test_metric("jaccard")),
+            # bootstrap over the test images (mean over seeds)
+            "ours_jaccard_boot_low": mean(tracking.ci_low(tracking.test_metric("jaccard"))),
+            "ours_jaccard_boot_high": mean(tracking.ci_high(tracking.test_metric("jaccard"))),
+            "test_images": mean(tracking.M_TEST_UNITS),
             "paper_cpu_s": ref.cpu_s if ref else float("nan"),
             "ours_cpu_total_s": mean(tracking.M_CPU_TOTAL),
             "paper_size_mb": ref.size_mb if ref else float("nan"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from projects.core.uncertainty import UnitScores, segmentation_scores
+
 
 def confusion_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
     """Per-tile TP/FP/FN/TN over valid pixels; arrays are (N, H, W) bool/0-1."""
@@ -21,12 +23,19 @@ def confusion_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> 
     }
 
 
-def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+def per_tile_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Each tile's Jaccard and Dice (1 when prediction and mask are both empty) and counts."""
     c = confusion_counts(pred, truth, valid)
     union = c["tp"] + c["fp"] + c["fn"]
-    per_tile_jaccard = np.where(union > 0, c["tp"] / np.maximum(union, 1), 1.0)
     dice_den = 2 * c["tp"] + c["fp"] + c["fn"]
-    per_tile_dice = np.where(dice_den > 0, 2 * c["tp"] / np.maximum(dice_den, 1), 1.0)
+    return (np.where(union > 0, c["tp"] / np.maximum(union, 1), 1.0),
+            np.where(dice_den > 0, 2 * c["tp"] / np.maximum(dice_den, 1), 1.0), c)
+
+
+def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    per_tile_jaccard, per_tile_dice, c = per_tile_scores(pred, truth, valid)
+    union = c["tp"] + c["fp"] + c["fn"]
     total = sum(int(v.sum()) for v in c.values())
     return {
         "jaccard": float(per_tile_jaccard.mean()),
@@ -37,9 +46,13 @@ def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray)
 
 
 def per_tile_jaccard(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    c = confusion_counts(pred, truth, valid)
-    union = c["tp"] + c["fp"] + c["fn"]
-    return np.where(union > 0, c["tp"] / np.maximum(union, 1), 1.0)
+    return per_tile_scores(pred, truth, valid)[0]
+
+
+def unit_scores(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray, sources) -> UnitScores:
+    """The tiles' scores by source image (the independent unit of a held-out number)."""
+    jaccard, dice, counts = per_tile_scores(pred, truth, valid)
+    return segmentation_scores(jaccard, dice, counts, [str(s) for s in sources])
 
 
 def trivial_baselines(truth: np.ndarray, valid: np.ndarray) -> dict[str, float]:

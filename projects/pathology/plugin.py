@@ -19,7 +19,9 @@ class PathologyStudy(Study):
                         selection=tracking.val_metric("jaccard"))
     unit = "source image"
     data_fields = ("data", "mpp", "tile_size", "equalization", "augment_flips", "test_count",
-                   "test_fraction", "val_fraction", "seed", "embedded_images", "embedded_size")
+                   "test_fraction", "val_fraction", "seed", "embedded_images", "embedded_size", "holdout_fraction")
+    holdout_fields = ("data", "mpp", "tile_size", "equalization", "embedded_images", "embedded_size",
+                      "holdout_fraction")
     # One split and one tile cache for every cell of a grid (repeats vary the initialisation).
     grid_data_fields = tuple(f for f in data_fields if f != "seed")
     # Table V's axes and training knobs: U-Net / ELU-Net / an smp model, the depth and initial
@@ -63,6 +65,12 @@ class PathologyStudy(Study):
 
     def run(self, config, prepared=None, run_kind=tracking.RUN_KIND_SINGLE, on_epoch=None):
         return study.run(config, prepared, run_kind=run_kind, on_epoch=on_epoch)
+
+    def holdout(self, config):
+        return study.holdout_data(config)
+
+    def holdout_scores(self, config, holdout, outputs):
+        return study.holdout_scores(config, holdout, outputs)
 
     def count_params(self, config, prepared) -> int:
         from projects.pathology.models import build_model, count_params
@@ -119,7 +127,12 @@ class PathologyStudy(Study):
     def reference_models(self):
         from projects.pathology.benchmark import REFERENCE_MODELS
 
-        return REFERENCE_MODELS
+        return REFERENCE_pathologyELS
+
+    def training_references(self):
+        from projects.pathology.benchmark import TRAINING_REFERENCES
+
+        return TRAINING_REFERENCES
 
     def benchmark_sections(self):
         from projects.pathology import bench_pipeline, bench_tracking

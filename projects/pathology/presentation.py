@@ -55,9 +55,11 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
     ran = table[table["status"] != "not run"] if len(table) else table
     if not len(ran):
         return []
-    lines = ["pathology (per-tile test Jaccard; size = weights file):"]
+    lines = ["pathology (per-tile test Jaccard [95% interval, bootstrap over the test images]; size = weights file):"]
     for _, r in ran.iterrows():
-        lines.append(f"  {r['arch']:<7} n={r['filters']:<3} depth={r['depth']}  Jaccard {r['ours_jaccard']:.3f}  "
+        lines.append(f"  {r['arch']:<7} n={r['filters']:<3} depth={r['depth']}  Jaccard {r['ours_jaccard']:.3f} "
+                     f"[{r.get('ours_jaccard_boot_low', float('nan')):.2f}, {r.get('ours_jaccard_boot_high', float('nan')):.2f}; "
+                     f"{r.get('test_images', float('nan')):.0f} images]  "
                      f"params {r['ours_params_keras']:,.0f}  {r['ours_size_mb']:.2f} MB  "
                      f"CPU load+predict {r['ours_cpu_total_s']:.2f} s  [{r['status']}]")
     return lines

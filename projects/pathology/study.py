@@ -6,24 +6,28 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from projects.core import efficiency, runtime, timing, tracking
 from projects.core.errors import InputError
+from projects.core.study import HoldoutData
+from projects.core.training import EpochHook, fit, make_loader, seed_everything
+from projects.core.uncertainty import UnitScores
 from projects.pathology import data as seg_data
 from projects.pathology import metrics as seg_metrics
 from projects.pathology import preprocess
 from projects.pathology.config import PathologyConfig
-from projects.pathology.models import build_model, min_input_multiple
-from projects.core.training import EpochHook, fit, seed_everything
+from projects.pathology.holdout import holdout_digest, holdout_images
+from projects.pathology.models import build_model, min_input_multiple, model_family
 
 STUDY = "pathology"
 TASK = "tumor"
@@ -80,6 +84,8 @@ class PreparedTiles:
     digest: str
     cache_hit: bool
     cache_path: Path
+    holdout: set[str] = field(default_factory=set)  # source images of the study's fixed holdout
+    holdout_digest: str = "none"
 
 
 def resolve_data_root(config: PathologyConfig) -> Path:
@@ -108,14 +114,41 @@ def prepare_data(config: PathologyConfig) -> PreparedTiles:
     check_config(config)
     root = resolve_data_root(config)
     samples = seg_data.discover(root, mpp=config.mpp or None)
-    assignment = preprocess.split_images(samples, test_count=config.test_count or None,
+    held = holdout_images(samples, config.holdout_fraction)  # every run on this data sets them aside
+    pool = [s for s in samples if s.id not in held]
+    assignment = preprocess.split_images(pool, test_count=config.test_count or None,
                                          test_fraction=config.test_fraction,
                                          val_fraction=config.val_fraction, seed=config.seed)
     pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
                                           augment_flips=config.augment_flips, mpp=config.mpp or None)
-    prepared = preprocess.prepare(samples, assignment, pre_cfg, runtime.cache_dir() / "pathology")
-    return PreparedTiles(root, samples, assignment, prepared.arrays, prepared.digest,
-                         prepared.cache_hit, prepared.cache_path)
+    prepared = preprocess.prepare(pool, assignment, pre_cfg, runtime.cache_dir() / "pathology")
+    return PreparedTiles(root, pool, assignment, prepared.arrays, prepared.digest,
+                         prepared.cache_hit, prepared.cache_path, held, holdout_digest(held))
+
+
+def holdout_data(config: PathologyConfig) -> HoldoutData | None:
+    """The study's fixed holdout, tiled and equalised as this config's runs do (no flips):
+    what the registry scores every candidate on (None when holdout_fraction is 0)."""
+    root = resolve_data_root(config)
+    samples = seg_data.discover(root, mpp=config.mpp or None)
+    held = holdout_images(samples, config.holdout_fraction)
+    if not held:
+        return None
+    pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
+                                          augment_flips=False, mpp=config.mpp or None)
+    chosen = [s for s in samples if s.id in held]
+    tiles = preprocess.prepare(chosen, {s.id: "test" for s in chosen}, pre_cfg,
+                               runtime.cache_dir() / "pathology").arrays["test"]
+    units = [str(s) for s in tiles["source"]]
+    table = pd.DataFrame({"tile": range(len(units)), "image": units,
+                          "tumour_pixels": tiles["masks"].reshape(len(units), -1).sum(1)})
+    return HoldoutData(tiles_tensor(tiles["images"]).numpy(), tiles["masks"], units, holdout_digest(held),
+                       str(root), table, valid=tiles["valid"])
+
+
+def holdout_scores(config: PathologyConfig, holdout: HoldoutData, outputs: np.ndarray) -> UnitScores:
+    """A model's tumour probabilities on the holdout tiles, by source image."""
+    return seg_metrics.unit_scores(outputs[:, 0] > config.threshold, holdout.targets, holdout.valid, holdout.units)
 
 
 def _predict_probs(model: nn.Module, loader: DataLoader) -> np.ndarray:
@@ -138,8 +171,9 @@ def _evaluator(threshold: float):
                 logits = model(x)
                 total += float(loss_fn(logits, target)) * len(x)
                 n += len(x)
-                pred = (torch.sigmoid(logits[:, 0]) > threshold).numpy()
-                jac.append(seg_metrics.per_tile_jaccard(pred, target[:, 0].numpy(), target[:, 1].numpy()))
+                pred = (torch.sigmoid(logits[:, 0]) > threshold).cpu().numpy()
+                target = target.cpu().numpy()
+                jac.append(seg_metrics.per_tile_jaccard(pred, target[:, 0], target[:, 1]))
         return {"loss": total / max(n, 1), "jaccard": float(np.concatenate(jac).mean()) if jac else float("nan")}
 
     return evaluate
@@ -158,48 +192,25 @@ def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind
     active = mlflow.active_run()
     if active is None:
         raise RuntimeError("pathology.run needs an active MLflow run")
-    arch_tag = config.arch if config.arch.startswith("smp:") else f"{config.arch}"
     mlflow.set_tags(tracking.standard_tags(
-        study=STUDY, task=TASK, arch=arch_tag, split=f"test{config.test_count or config.test_fraction}-val{config.val_fraction}",
-        augment=config.augment_flips, seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind))
-    mlflow.set_tags({"depth": str(config.depth), "filters": str(config.filters)})
+        study=STUDY, task=TASK, arch=config.arch, split=f"test{config.test_count or config.test_fraction}-val{config.val_fraction}",
+        augment=config.augment_flips, seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind)
+        | {"depth": str(config.depth), "filters": str(config.filters), tracking.TAG_HOLDOUT_DIGEST: prepared.holdout_digest})
     tracking.log_config(config)
     arrays = prepared.arrays
-    counts = {p: int(len(arrays[p]["images"])) for p in ("train", "val", "test")}
-    n_images = {p: sorted({sid for sid, s in prepared.assignment.items() if s == p}) for p in ("train", "val", "test")}
-    mlflow.log_params({f"n_{p}_tiles": counts[p] for p in counts}
-                      | {f"n_{p}_images": len(n_images[p]) for p in n_images}
-                      | {"data_root": str(prepared.root), "preprocess_cache_hit": prepared.cache_hit})
-    if counts["train"] == 0 or counts["test"] == 0:
-        raise InputError(prepared.root, f"no training or test tiles after the split ({counts})")
-    _log_split(prepared)
-
+    _log_inputs(prepared)
     truth, valid = arrays["test"]["masks"], arrays["test"]["valid"]
     base = seg_metrics.trivial_baselines(truth, valid)
     tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
-
-    generator = seed_everything(config.seed)
-    model = build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
-    train_loader = DataLoader(TileDataset(arrays["train"]), batch_size=config.batch_size, shuffle=True,
-                              generator=generator, drop_last=counts["train"] > config.batch_size)
-    val_loader = DataLoader(TileDataset(arrays["val"]), batch_size=config.batch_size) if counts["val"] else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = fit(model, train_loader, val_loader, MaskedBCE(), config.train, _evaluator(config.threshold),
-                 on_epoch=on_epoch, optimizer=optimizer)
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                        "train_seconds": result.train_seconds})
-
-    test_loader = DataLoader(TileDataset(arrays["test"]), batch_size=config.batch_size)
-    probs = _predict_probs(model, test_loader)
-    pred = probs > config.threshold
+    model, optimizer = _train(config, arrays, on_epoch)
+    pred = _predict_probs(model, DataLoader(TileDataset(arrays["test"]), batch_size=config.batch_size)) > config.threshold
     test = seg_metrics.segmentation_metrics(pred, truth, valid)
-    rng = np.random.default_rng(config.seed)
-    sample = rng.choice(len(pred), size=min(config.cpu_predict_n, len(pred)), replace=False)
+    sample = np.random.default_rng(config.seed).choice(len(pred), size=min(config.cpu_predict_n, len(pred)), replace=False)
     test[f"jaccard_sample{len(sample)}"] = seg_metrics.segmentation_metrics(pred[sample], truth[sample], valid[sample])["jaccard"]
-    best_base = max(base["jaccard_all_background"], base["jaccard_all_tumor"])
-    test["jaccard_minus_baseline"] = test["jaccard"] - best_base
+    test["jaccard_minus_baseline"] = test["jaccard"] - max(base["jaccard_all_background"], base["jaccard_all_tumor"])
     tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
-
+    # Resampled by source image: the tiles of one image are one observation.
+    tracking.log_intervals(seg_metrics.unit_scores(pred, truth, valid, arrays["test"]["source"]))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         overlay_grid(arrays["test"]["images"], truth, pred, tmp / "test_overlays.png", seed=config.seed)
@@ -212,11 +223,38 @@ def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind
                            | {tracking.baseline_metric(k): v for k, v in base.items()})
 
 
-def _log_split(prepared: PreparedTiles) -> None:
-    import pandas as pd
+def _log_inputs(prepared: PreparedTiles) -> None:
+    arrays = prepared.arrays
+    counts = {p: int(len(arrays[p]["images"])) for p in ("train", "val", "test")}
+    n_images = {p: sorted({sid for sid, s in prepared.assignment.items() if s == p}) for p in ("train", "val", "test")}
+    mlflow.log_params({f"n_{p}_tiles": counts[p] for p in counts}
+                      | {f"n_{p}_images": len(n_images[p]) for p in n_images}
+                      | {"n_holdout_images": len(prepared.holdout), "data_root": str(prepared.root),
+                         "preprocess_cache_hit": prepared.cache_hit})
+    if counts["train"] == 0 or counts["test"] == 0:
+        raise InputError(prepared.root, f"no training or test tiles after the split ({counts})")
+    _log_split(prepared)
 
+
+def _train(config: PathologyConfig, arrays: dict, on_epoch: EpochHook | None) -> tuple[nn.Module, torch.optim.Optimizer]:
+    generator = seed_everything(config.seed)
+    model = build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
+    n_train = len(arrays["train"]["images"])
+    train_loader = make_loader(TileDataset(arrays["train"]), config.train, shuffle=True, generator=generator,
+                               drop_last=n_train > config.batch_size)
+    val_loader = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    result = fit(model, train_loader, val_loader, MaskedBCE(), config.train, _evaluator(config.threshold),
+                 on_epoch=on_epoch, optimizer=optimizer, family=model_family(config.arch))
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                        "train_seconds": result.train_seconds})
+    return model, optimizer
+
+
+def _log_split(prepared: PreparedTiles) -> None:
     table = pd.DataFrame([{"image_id": s.id, "split": prepared.assignment[s.id], "mpp": s.mpp,
-                           "image": s.image_path.name} for s in prepared.samples])
+                           "image": s.image_path.name} for s in prepared.samples]
+                         + [{"image_id": i, "split": "holdout (never used here)"} for i in sorted(prepared.holdout)])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "assignment.csv"
         table.to_csv(path, index=False)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from projects.core import device
 from projects.core import space as spaces
 from projects.core.errors import InputError
 from projects.core.study import Study, get_study
@@ -58,6 +59,7 @@ def build_context(settings: SearchSettings) -> SearchContext:
         raise InputError("--n-workers", f"must be at least 1, got {settings.n_workers}")
     base = settings.base if settings.base is not None else plugin.config_cls()
     base = base.replace(epochs=settings.epochs)
+    device.check_device(base.device)
     objectives = resolve_objectives(settings.objectives, plugin)
     default = spaces.parse_space(plugin.name, plugin.default_space, plugin.config_cls)
     space = spaces.apply_overrides(default, settings.space, plugin.config_cls)

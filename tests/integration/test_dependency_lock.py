@@ -122,6 +122,7 @@ def _imports(tree: ast.AST):
 def _first_party() -> set[str]:
     names = {p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     names |= {p.stem for top in RUNTIME_DIRS + TEST_DIRS for p in (REPO / top).rglob("*.py")}
+    names |= {p.parent.name for top in RUNTIME_DIRS + TEST_DIRS for p in (REPO / top).rglob("__init__.py")}
     return names | set(TEST_DIRS)
 
 

@@ -419,9 +419,9 @@ def _copy_db(src: Path, dst: Path) -> None:
 
 
 @pytest.mark.slow
-def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, monkeypatch):
-    pytest.importorskip("registry.promote", reason="registry/promote.py is not there yet")
+def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, monkeypatch, policies_within_split):
     from registry import promote as P
+    from registry import store
 
     tracking.setup_tracking()
     name = get_study("pathology").model_name("tumor")
@@ -430,7 +430,7 @@ def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, m
     first = _tiny_candidate(0.50, 0.50, seed=1)
     P.promote_model(name)
     v_first = aliases(client, name)
-    assert v_first and set(v_first.values()) == {str(P._versions_for_run(client, name, first)[0].version)}
+    assert v_first and set(v_first.values()) == {str(store.versions_for_run(client, name, first)[0].version)}
     better = _tiny_candidate(0.70, 0.10, seed=2)  # should take every alias
     _tiny_candidate(0.25, 0.01, seed=3)  # below the all-background baseline: never gated
     # The most accurate, but its model file is garbage: refused by the smoke gate (and left
@@ -461,9 +461,9 @@ def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, m
     install(None)
     P.promote_model(name)
     total = len(calls)
-    gated_versions = {str(P._versions_for_run(client, name, r)[0].version) for r in (first, better)}
+    gated_versions = {str(store.versions_for_run(client, name, r)[0].version) for r in (first, better)}
     final = aliases(client, name)
-    assert set(final.values()) == {str(P._versions_for_run(client, name, better)[0].version)}
+    assert set(final.values()) == {str(store.versions_for_run(client, name, better)[0].version)}
     assert total >= 5, calls
 
     # every write boundary would be thorough but slow (each promotion smoke-tests models):
@@ -493,4 +493,4 @@ def test_interrupted_promotion_leaves_every_alias_on_a_gated_version(tmp_path, m
         for alias in after:
             assert P.reconcile(client, name, alias, attempts=1), (die_at, alias)
             assert str(P.history(name, alias, client)[-1]["version"]) == after[alias]
-    assert not P._versions_for_run(client, name, broken)
+    assert not store.versions_for_run(client, name, broken)

@@ -151,10 +151,14 @@ def run(cfg: ShapesConfig, prepared: Prepared | None, run_kind: str, on_epoch) -
     val = DataLoader(TensorDataset(torch.from_numpy(x["val"]), torch.from_numpy(y["val"])), batch_size=64)
     loss_fn = nn.CrossEntropyLoss()
 
-    def evaluate(m, _loader):
-        with torch.inference_mode():
-            loss = float(loss_fn(m(torch.from_numpy(x["val"])), torch.from_numpy(y["val"])))
-        return {"loss": loss, "accuracy": _accuracy(m, x["val"], y["val"])}
+    def evaluate(m, batches):
+        loss, right, n = 0.0, 0, 0
+        for inputs, targets in batches:  # on the run's device
+            out = m(inputs)
+            loss += float(loss_fn(out, targets)) * len(inputs)
+            right += int((out.argmax(1) == targets).sum())
+            n += len(inputs)
+        return {"loss": loss / n, "accuracy": right / n}
 
     fit(model, loader, val, loss_fn, cfg.train, evaluate, on_epoch=on_epoch)
     test = {ACC: _accuracy(model, x["test"], y["test"])}

@@ -73,3 +73,34 @@ def test_without_validation_the_last_epoch_is_kept_and_the_loss_falls():
     with torch.inference_mode():
         accuracy = (model(data.tensors[0]).argmax(1) == data.tensors[1]).float().mean().item()
     assert accuracy > 0.9
+
+
+def test_mixed_precision_and_channels_last_train_and_hand_back_an_fp32_cpu_model():
+    loader, data = _problem(128)
+    model = nn.Sequential(nn.Unflatten(1, (4, 1, 1)), nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+    config = TrainConfig(epochs=6, lr=0.05, precision="bf16", channels_last=True, progress=False)
+    result = fit(model, loader, None, nn.CrossEntropyLoss(), config, evaluate=lambda m, b: {}, log=False)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+    assert model[1].weight.is_contiguous()  # back to the default layout: saved and exported as usual
+
+
+def test_devices_and_precisions_are_checked_with_one_line():
+    from projects.core import device
+    from projects.core.errors import InputError
+
+    cpu = torch.device("cpu")
+    assert device.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert device.resolve_precision("fp32", "unet", cpu) == "fp32"
+    kind = device.device_kind(cpu)
+    assert device.resolve_precision("auto", "unet", cpu) == ("bf16" if kind == "cpu-bf16" else "fp32")
+    assert device.resolve_precision("auto", "timm", cpu) == "fp32"  # measured slower in bf16 on this CPU
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="^device: cuda:1 was asked for, but this machine has no CUDA GPU"):
+            device.check_device("cuda:1")
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        device.check_device("tpu")
+    with pytest.raises(InputError, match="fp16 mixed precision is for GPUs"):
+        device.resolve_precision("fp16", "unet", cpu)
+    with pytest.raises(InputError, match="precision"):
+        TrainConfig(precision="fp8")

@@ -35,6 +35,7 @@ __all__ = [
     "count_params_keras",
     "is_smp",
     "min_input_multiple",
+    "model_family",
 ]
 
 
@@ -68,6 +69,11 @@ def build_model(arch: str, filters: int, depth: int, upsample: str = "bilinear")
     if arch == "elunet":
         return ELUNet(filters, depth, upsample=upsample)
     return build_smp(arch, depth)
+
+
+def model_family(arch: str) -> str:
+    """unet | elunet | smp: what the automatic training precision is chosen by (projects/core/device.py)."""
+    return "smp" if is_smp(arch) else arch
 
 
 def min_input_multiple(arch: str, depth: int) -> int:
