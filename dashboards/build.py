@@ -47,7 +47,8 @@ def build_and_log(out: Path | str | None = None, ui_url: str = DEFAULT_UI_URL) -
     info, written = _build(out, ui_url)
     tags = {tracking.TAG_RUN_KIND: RUN_KIND} | tracking.process_tags()
     with tracking.study_run(tracking.EXPERIMENTS["dashboard"], "dashboard", tags=tags):
-        mlflow.log_params({"ui_url": ui_url, "out": str(out), "tracking_uri": info.tracking_uri[:500]})
+        # "out" is what `mlflow run -P out=...` logged as given; the resolved folder is a param of its own.
+        tracking.log_params_once({"ui_url": ui_url, "out_dir": str(out), "tracking_uri": info.tracking_uri[:500]})
         metrics = {f"runs_{study}": float(len(table)) for study, table in info.studies.items()}
         metrics["searches"] = float(len(info.searches))
         metrics["registry_versions"] = float(len(info.registry))

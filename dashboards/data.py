@@ -85,8 +85,8 @@ def client() -> MlflowClient:
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
-    """The run's page in the MLflow UI (`{ui_url}/#/experiments/{exp}/runs/{run}`)."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The run's page in the MLflow UI, in the model-training view (projects.core.tracking)."""
+    return tracking.ui_run_url(experiment_id, run_id, ui_url)
 
 
 def split_test_fraction(split: object) -> float:

@@ -59,13 +59,25 @@ def run_cells(cells: Sequence[GridCell]) -> pd.DataFrame:
 
 
 def log_tables(runs: pd.DataFrame, table: pd.DataFrame) -> None:
-    """grid/grid_runs.csv (one row per child) and grid/paper_vs_ours.{csv,md} on the parent."""
+    """grid/grid_runs.csv (one row per child) and grid/paper_vs_ours.{csv,md} on the parent, and
+    both as MLflow tables (grid/*.json) the UI shows as tables."""
     with tempfile.TemporaryDirectory() as tmp:
         runs.to_csv(Path(tmp) / "grid_runs.csv", index=False)
         table.to_csv(Path(tmp) / "paper_vs_ours.csv", index=False)
         (Path(tmp) / "paper_vs_ours.md").write_text(_markdown(table))
         mlflow.log_artifacts(tmp, "grid")
+    mlflow.log_table(_json_safe(table), "grid/paper_vs_ours.json")
+    mlflow.log_table(_json_safe(runs), "grid/grid_runs.json")
     print(table.to_string(index=False), file=sys.stderr)
+
+
+def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values an MLflow table keeps as they are (bools and NaN as text, numbers as numbers)."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == bool or out[col].dtype == object:
+            out[col] = out[col].astype(str)
+    return out
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -117,7 +129,46 @@ def run_grid(study, grid, plan: GridPlan | None = None) -> pd.DataFrame:
     runs = run_cells(cells)
     table = study.comparison_table(runs)
     log_tables(runs, table)
+    summarise_parent(study, runs, table)
     return table
+
+
+def summarise_parent(study, runs: pd.DataFrame, table: pd.DataFrame) -> None:
+    """What the children decided, on the parent: as metrics (the parent's chart view compares
+    them) and as its description (mlflow.note.content, markdown, shown on the run page)."""
+    metric = study.headline.test_metric
+    done = runs[(runs["status"] == "FINISHED") & runs.get(metric, pd.Series(dtype=float)).notna()] \
+        if metric in runs else runs.iloc[0:0]
+    numbers = {"cells_finished": float(len(done)), "cells_failed": float(len(runs) - len(done))}
+    # a cell's settings are the runs table's first columns (run_cells puts them before status)
+    keys = [c for c in runs.columns[:list(runs.columns).index("status")] if c != "seed"] if "status" in runs else []
+    lines = [f"**{study.dashboard.title}: grid of {len(runs)} runs** ({len(done)} finished)."]
+    if len(done):
+        best = done.loc[done[metric].idxmax()]
+        numbers[f"best_{metric}"] = float(best[metric])
+        low, high = best.get(tracking.ci_low(metric)), best.get(tracking.ci_high(metric))
+        interval = f" [{low:.3f}, {high:.3f}]" if low is not None and pd.notna(low) else ""
+        mlflow.set_tags({"best_cell": _cell_label(best, keys), "best_run_id": best["run_id"]})
+        lines.append(f"Best {study.headline.label}: **{best[metric]:.3f}**{interval} "
+                     f"({_cell_label(best, keys)}, run `{best['run_id']}`).")
+        for base in study.headline.baselines:
+            if base in done:
+                lines.append(f"Baseline {base}: {float(done[base].mean()):.3f}.")
+        for label, group in done.groupby(keys, sort=True) if keys else ():
+            if len(group) > 1:  # repeated cells: the mean over seeds
+                cell = _cell_label(group.iloc[0], keys)
+                numbers[f"mean_{metric}/{cell}"] = float(group[metric].mean())
+    tracking.log_metrics_finite(numbers)
+    summary = study.summary_lines(table)
+    if summary:
+        lines += ["", "```", *summary, "```"]
+    lines += ["", f"The paper against ours: `grid/paper_vs_ours` (table) in this run's artifacts; the dashboard "
+                  f"page `dashboards/out/{study.name}.html` (`mlflow run . -e dashboard --env-manager local`)."]
+    mlflow.set_tag("mlflow.note.content", "\n".join(lines)[:5000])
+
+
+def _cell_label(row: pd.Series, keys: list[str]) -> str:
+    return "-".join(str(row[k]) for k in keys if k in row and pd.notna(row[k]))
 
 
 def _param(value: Any) -> str:

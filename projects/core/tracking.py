@@ -118,6 +118,29 @@ def baseline_metric(name: str) -> str:
     return f"baseline_{name}"
 
 
+# --- links into the MLflow UI --------------------------------------------------------------
+# MLflow 3.17's UI opens an experiment on its GenAI overview unless the address asks for the
+# model-training view (`workflowType=machine_learning`, read from the query string; the
+# `mlflow.experimentKind` experiment tag did not change it). Every link the platform prints
+# or writes is made here, with that parameter.
+DEFAULT_UI_URL = "http://127.0.0.1:5000"  # `make ui`
+ML_VIEW = "workflowType=machine_learning"
+
+
+def ui_experiment_url(experiment_id: str, ui_url: str = DEFAULT_UI_URL) -> str:
+    """The experiment's runs table in the model-training view."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+
+
+def ui_run_url(experiment_id: str, run_id: str, ui_url: str = DEFAULT_UI_URL) -> str:
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
+
+
+def ui_model_url(name: str, ui_url: str = DEFAULT_UI_URL, version: str | None = None) -> str:
+    base = f"{ui_url.rstrip('/')}/#/models/{name}"
+    return f"{base}/versions/{version}" if version else base
+
+
 # --- store --------------------------------------------------------------------------------
 def setup_tracking() -> str:
     """Point MLflow at the configured store (env var or the embedded default)."""
@@ -231,6 +254,12 @@ def log_config(config: Any, prefix: str = "") -> None:
         elif not isinstance(value, (int, float, str)):
             value = str(value)
         params[f"{prefix}.{key}" if prefix else key] = value
+    log_params_once(params)
+
+
+def log_params_once(params: Mapping[str, Any]) -> None:
+    """Log the params the active run does not have yet: `mlflow run` logs the entry point's -P
+    values first (as given), and MLflow refuses to change a param."""
     existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 

@@ -85,7 +85,7 @@ class MammographyStudy(Study):
     def reference_models(self):
         from projects.mammography.benchmark import REFERENCE_MODELS
 
-        return REFERENCE_mammographyELS
+        return REFERENCE_MODELS
 
     def training_references(self):
         from projects.mammography.benchmark import TRAINING_REFERENCES

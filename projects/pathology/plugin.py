@@ -127,7 +127,7 @@ class PathologyStudy(Study):
     def reference_models(self):
         from projects.pathology.benchmark import REFERENCE_MODELS
 
-        return REFERENCE_pathologyELS
+        return REFERENCE_MODELS
 
     def training_references(self):
         from projects.pathology.benchmark import TRAINING_REFERENCES

@@ -100,10 +100,11 @@ def seg_set(root: Path, n: int = 6, size: int = 64) -> Path:
     return root
 
 
+# The small sets keep every film / image in play (no holdout): each case is about one bad input.
 MAMMO_FAST = ["--arch", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-              "--log-model", "false"]
+              "--log-model", "false", "--holdout-fraction", "0"]
 PATHO_FAST = ["--arch", "unet", "--filters", "2", "--depth", "3", "--tile-size", "64", "--epochs", "1",
-              "--batch-size", "4", "--cpu-predict-n", "2", "--log-model", "false"]
+              "--batch-size", "4", "--cpu-predict-n", "2", "--log-model", "false", "--holdout-fraction", "0"]
 
 
 def run_cli(main, argv: list[str], capsys) -> tuple[int, str]:
@@ -140,9 +141,11 @@ def assert_one_line_error(code: int, err: str, *causes: str) -> str:
 
 # --- the valid base sets load (so each case below fails for its own reason) ----------------
 def test_the_base_sets_are_valid(tmp_path):
-    prepared = mammo_study.prepare_data(MammographyConfig(data=str(mias_set(tmp_path / "m")), image_size=32))
+    prepared = mammo_study.prepare_data(MammographyConfig(data=str(mias_set(tmp_path / "m")), image_size=32,
+                                                          holdout_fraction=0))
     assert len(prepared.films) == 24
-    patho_study.prepare_data(PathologyConfig(data=str(seg_set(tmp_path / "p")), tile_size=64, depth=3, filters=2))
+    patho_study.prepare_data(PathologyConfig(data=str(seg_set(tmp_path / "p")), tile_size=64, depth=3, filters=2,
+                                             holdout_fraction=0))
 
 
 # --- mammography: files ------------------------------------------------------------------------

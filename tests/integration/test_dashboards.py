@@ -41,7 +41,8 @@ def test_split_fraction_and_urls():
     assert dd.split_test_fraction("80:20") == pytest.approx(0.2)
     assert dd.split_test_fraction("75:25") == pytest.approx(0.25)
     assert np.isnan(dd.split_test_fraction("test0.2-val0.2"))
-    assert dd.run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
+    # the model-training view: MLflow 3.17 opens its GenAI overview without the parameter
+    assert dd.run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
     assert dd.redact_uri("postgresql://u:secret@db:5432/m") == "postgresql://u:***@db:5432/m"
 
 
@@ -60,7 +61,7 @@ def test_study_tables_from_known_runs():
         assert row[tracking.M_SIZE_MB] == pytest.approx(size)
         assert row[tracking.M_CPU_TOTAL] == pytest.approx(cpu)
         assert row["study"] == "pathology" and row["run_id"] == ids[name]
-        assert row["url"] == f"{UI}/#/experiments/{row['experiment_id']}/runs/{ids[name]}"
+        assert row["url"] == f"{UI}/#/experiments/{row['experiment_id']}/runs/{ids[name]}?workflowType=machine_learning"
     # Parents and the pruned trial (no test result) are not rows; the finished trials are.
     assert set(patho["run_name"]) == {"A", "B", "C", "D", "trial-0", "trial-1", "trial-3"}
     assert str(patho["depth"].dtype) == "Int64"
