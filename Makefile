@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 # `mlflow run` starts entry points with the `python` on PATH: make it the project's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast ui clean-store
+.PHONY: install demo test test-fast ui optuna-dashboard lock clean-store
 
 install:
 	scripts/install.sh
@@ -27,6 +27,19 @@ test-fast: install
 
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# Watch searches live (trials as they finish): optuna-dashboard on a search's storage, on
+# 127.0.0.1 only. SEARCH_STORAGE as given to `-e search -P storage=...`; empty: the default.
+SEARCH_STORAGE ?=
+OPTUNA_PORT ?= 8080
+optuna-dashboard: install
+	$(PY) -m projects.search.watch --storage "$(SEARCH_STORAGE)" --port $(OPTUNA_PORT)
+
+# Re-resolve every dependency to its newest allowed version (requirements/lock.txt), then
+# reinstall from it; commit pyproject.toml and the lock together after the tests pass.
+lock:
+	scripts/lock.sh
+	scripts/install.sh
 
 clean-store:
 	rm -rf mlruns

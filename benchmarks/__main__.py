@@ -45,12 +45,13 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", type=str2bool, default=True,
                         help="true: small inputs and few rounds (minutes); false: the full run (about an hour)")
-    parser.add_argument("--sections", type=str_list, default=all_sections(),
-                        help=f"comma-separated subset of {','.join(all_sections())}")
+    parser.add_argument("--sections", type=str_list, default=[],
+                        help=f"comma-separated subset of {','.join(all_sections())} (default: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     parser.add_argument("--markdown", default="", help="also write every table as markdown to this file")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
     args = parser.parse_args(argv)
+    args.sections = args.sections or all_sections()
     unknown = [s for s in args.sections if s not in all_sections()]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(all_sections())}")
@@ -89,6 +90,10 @@ def run_section(name: str, quick: bool, experiment_id: str | None, state: dict) 
         from benchmarks import training
 
         return training.run(quick, experiment_id, log=_log)
+    if name == "system_metrics":
+        from benchmarks import system_metrics
+
+        return system_metrics.run(quick, experiment_id, log=_log)
     if name == "search_vs_grid":
         from benchmarks import search_vs_grid
 

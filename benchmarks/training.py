@@ -39,10 +39,13 @@ class Settings:
     rounds: int
     parity: bool  # train the quick recipes (minutes) or time the steps only
     epochs: int | None  # None: the recipe's own
+    batch_size: int | None = None  # None: the recipe's; quick mode times small batches (a smoke run, ~20 s)
 
 
 def settings(quick: bool) -> Settings:
-    return Settings(rounds=2, parity=False, epochs=None) if quick else Settings(rounds=6, parity=True, epochs=None)
+    if quick:
+        return Settings(rounds=1, parity=False, epochs=None, batch_size=2)
+    return Settings(rounds=6, parity=True, epochs=None)
 
 
 def step_fn(model, loss_fn, inputs, targets, channels_last: bool, precision: str):
@@ -74,7 +77,8 @@ def step_flops(model, loss_fn, inputs, targets) -> int:
 
 
 def time_steps(study: Study, ref: TrainingReference, cfg: Settings) -> dict:
-    config = study.config_cls(**(dict(ref.recipe) | dict(ref.step_settings)))
+    overrides = {"batch_size": cfg.batch_size} if cfg.batch_size else {}
+    config = study.config_cls(**(dict(ref.recipe) | dict(ref.step_settings) | overrides))
     torch.manual_seed(0)
     model, loss_fn, inputs, targets = ref.step(config)
     fns = {name: step_fn(model, loss_fn, inputs, targets, cl, p) for name, (cl, p) in VARIANTS.items()}

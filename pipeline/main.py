@@ -25,6 +25,7 @@ from projects.core.grid import plan_grid, run_grid
 from projects.core.study import Study, all_studies, get_study
 from projects.search import driver as search_driver
 from registry import promote
+from registry import store as registry_store
 from registry.policy import load_policies
 
 PROFILES = ("quick", "smoke", "paper")
@@ -42,6 +43,7 @@ class Summary:
     promotion: str = ""
     champions: list[str] = field(default_factory=list)
     dashboard: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)  # (what, MLflow UI address)
 
 
 def _stage(i: int, n: int, title: str) -> float:
@@ -96,12 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     summary.dashboard = str(dashboard_build.build_and_log(args.dashboard_out or None))
     summary.seconds["dashboard"] = time.perf_counter() - t
     summary.seconds["total"] = time.perf_counter() - started
-    _log_main_run(summary, launcher_run)
-    print_summary(summary)
+    summary.links = ui_links(summary)
+    _log_main_run(summary, launcher_run, print_summary(summary))
     return 0
 
 
-def _log_main_run(summary: Summary, launcher_run: str | None) -> None:
+def ui_links(summary: Summary) -> list[tuple[str, str]]:
+    """Where to look in the MLflow UI (`make ui`): each grid parent (its summary metrics and
+    paper-vs-ours table), each study's runs table, each registered model; all in the
+    model-training view."""
+    client, links = MlflowClient(), []
+    for name, run_id in summary.grid_runs.items():
+        exp = client.get_run(run_id).info.experiment_id
+        links += [(f"{name} grid", tracking.ui_run_url(exp, run_id)), (f"{name} runs", tracking.ui_experiment_url(exp))]
+    for name in sorted(load_policies()):
+        if registry_store.registered_model(client, name) is not None:
+            links.append((f"model {name}", tracking.ui_model_url(name)))
+    return links
+
+
+def _log_main_run(summary: Summary, launcher_run: str | None, text: str) -> None:
     if launcher_run:
         os.environ["MLFLOW_RUN_ID"] = launcher_run
     with tracking.study_run(tracking.EXPERIMENTS["main"], f"main-{summary.profile}", tags=tracking.process_tags()):
@@ -110,6 +126,8 @@ def _log_main_run(summary: Summary, launcher_run: str | None) -> None:
         tags |= {f"{name}_grid_run": run_id for name, run_id in summary.grid_runs.items()}
         mlflow.set_tags({k: v[:5000] for k, v in tags.items()} | {tracking.TAG_RUN_KIND: "main"})
         mlflow.log_metrics({f"{k}_s": v for k, v in summary.seconds.items()})
+        links = "\n".join(f"- [{what}]({url})" for what, url in summary.links)
+        mlflow.set_tag("mlflow.note.content", f"{links}\n\n```\n{text}\n```"[:5000])
         if summary.champions:
             mlflow.log_text("\n".join(summary.champions) + "\n", "champions.txt")
         for name, table in summary.tables.items():
@@ -138,26 +156,24 @@ def champions() -> list[str]:
     return lines
 
 
-def print_summary(summary: Summary) -> None:
-    out = sys.stdout
-    print("\n" + "=" * 72, file=out)
-    print(f"main ({summary.profile}) finished in {summary.seconds['total']:.0f} s", file=out)
+def print_summary(summary: Summary) -> str:
+    lines = ["", "=" * 72, f"main ({summary.profile}) finished in {summary.seconds['total']:.0f} s"]
     for name, table in summary.tables.items():
-        lines = get_study(name).summary_lines(table)
-        if lines:
-            print("\n" + "\n".join(lines), file=out)
-    for line in summary.searches:
-        print(f"\nsearch: {line}", file=out)
+        shown = get_study(name).summary_lines(table)
+        if shown:
+            lines += ["", *shown]
+    lines += [f"\nsearch: {line}" for line in summary.searches]
     if summary.champions:
-        print("\nbest model per registered model (its @champion; size = weights file, CPU = load + "
-              "predict on the test images, eager / ONNX Runtime):", file=out)
-        for line in summary.champions:
-            print(f"  {line}", file=out)
-    print(f"\nregistry: {summary.promotion}", file=out)
-    print(f"\ndashboard: {summary.dashboard}", file=out)
-    print(f"\nBrowse the runs:  mlflow ui --backend-store-uri {summary.tracking_uri} "
-          f"--host 127.0.0.1 --port 5000", file=out)
-    print("=" * 72, file=out)
+        lines += ["", "best model per registered model (its @champion; size = weights file, CPU = load + "
+                      "predict on the test images, eager / ONNX Runtime):"]
+        lines += [f"  {line}" for line in summary.champions]
+    lines += ["", f"registry: {summary.promotion}", "", f"dashboard: {summary.dashboard}", "",
+              f"Browse the runs:  mlflow ui --backend-store-uri {summary.tracking_uri} --host 127.0.0.1 --port 5000"]
+    lines += [f"  {what}: {url}" for what, url in summary.links]
+    lines.append("=" * 72)
+    text = "\n".join(lines)
+    print(text, file=sys.stdout, flush=True)
+    return text
 
 
 if __name__ == "__main__":

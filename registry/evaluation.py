@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from projects.core import tracking
+from projects.core import artifacts, tracking
 from projects.core.study import HoldoutData, Study, get_study
 from projects.core.uncertainty import PairedResult, UnitScores, paired_difference
 from registry import gates as G
@@ -148,7 +148,7 @@ class HoldoutEvaluation:
                                     tracking.TAG_HOLDOUT_DIGEST: holdout.digest if holdout else "none"},
                               nested=mlflow.active_run() is not None) as run:
             if holdout is not None:
-                mlflow.log_input(tracking.dataset_from_table(holdout.table, source=holdout.source,
+                mlflow.log_input(artifacts.dataset_from_table(holdout.table, source=holdout.source,
                                                              name=f"{self.study.name}-holdout", digest=holdout.digest),
                                  context="holdout")
                 mlflow.log_param("holdout_units", holdout.n_units)

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import cli, tracking
 from projects.core.errors import InputError
-from registry import audit, store
+from registry import audit, pages, store
 from registry import gates as G
 from registry.audit import history, promotion_key, reconcile, rolled_back_key  # noqa: F401 (the registry's API)
 from registry.decision import Promotion
@@ -46,6 +46,9 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
     client = client or MlflowClient()
     with contextlib.nullcontext() if dry_run else store.promotion_lock(name):
         report = Promotion(client, policy, dry_run).run()
+        moved = {v for d in report.decisions if d.before != d.after for v in (d.before, d.after) if v}
+        if moved:  # a no-op promotion rewrites nothing, descriptions included
+            pages.refresh(client, name, policy, moved)
     print(report.table(), file=out or sys.stdout, flush=True)
     return report
 
@@ -130,6 +133,7 @@ def rollback(name: str, alias: str, dry_run: bool = False, *, client: MlflowClie
             audit.append(client, name, alias, entry)
             reconcile(client, name, alias)
             d.after = store.alias_holder(client, name, alias)
+            pages.refresh(client, name, policy, {v for v in (holder, target) if v})
     report = ModelReport(name, policy.ref, dry_run, 0, [d], [])
     print(report.table(), file=out or sys.stdout, flush=True)
     return d

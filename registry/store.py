@@ -236,8 +236,8 @@ def describe_run(run) -> str:
         f"split {t.get(tracking.TAG_SPLIT, '?')}; augment {t.get(tracking.TAG_AUGMENT, '?')}; "
         f"seed {t.get(tracking.TAG_SEED, '?')}.",
     ]
-    results = [f"{tracking.test_metric(k)} {m[tracking.test_metric(k)]:.4f}" for k in KEY_METRICS
-               if tracking.test_metric(k) in m]
+    results = [f"{tracking.test_metric(k)} {m[tracking.test_metric(k)]:.4f}" + _interval(m, tracking.test_metric(k))
+               for k in KEY_METRICS if tracking.test_metric(k) in m]
     eff = [f"{k} {m[k]:.4g}" for k in (tracking.M_SIZE_MB, tracking.M_CPU_TOTAL, tracking.M_LATENCY_P50) if k in m]
     if results:
         lines.append("Test: " + ", ".join(results) + ".")
@@ -246,6 +246,11 @@ def describe_run(run) -> str:
     lines.append(f"From run {run.info.run_name or ''} ({run.info.run_id}, "
                  f"{t.get(tracking.TAG_RUN_KIND, 'run')}, commit {t.get(tracking.TAG_GIT_COMMIT, '?')[:12]}).")
     return "\n".join(lines)
+
+
+def _interval(metrics: dict[str, float], name: str) -> str:
+    low, high = metrics.get(tracking.ci_low(name)), metrics.get(tracking.ci_high(name))
+    return f" (95% CI {low:.3f}-{high:.3f})" if low is not None and high is not None else ""
 
 
 def ensure_registered_model(client: MlflowClient, name: str, policy: Policy | None) -> None:

@@ -78,6 +78,22 @@ def environment_error_line(exc: OSError) -> str:
             "MEDIMG_CACHE or the experiment's artifact location elsewhere")
 
 
+def _tell_launcher(line: str) -> None:
+    """Under `mlflow run` the launcher made a run before this process started (it ends FAILED
+    when we exit non-zero): give it the reason, so the UI says why it holds nothing."""
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(run_id, "error", line[:5000])
+    except Exception:  # the one line on stderr is what counts; never a second error
+        pass
+
+
 def entry_point(func: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
     """Bad input -> one line on stderr and exit code 2; an unwritable or full store -> one line
     and exit code 1. Either way the run was already marked FAILED."""
@@ -88,6 +104,7 @@ def entry_point(func: Callable[[list[str] | None], int | None]) -> Callable[[lis
             return func(argv) or 0
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            _tell_launcher(f"error: {exc}")
             return 2
         except OSError as exc:
             if exc.errno not in ENVIRONMENT_ERRNOS:

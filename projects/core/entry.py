@@ -29,7 +29,8 @@ def run_main(study: Study, argv: list[str] | None = None) -> int:
     device.check_device(cfg.device)  # `cuda` on a machine without one: one line, before any run
     study.check(cfg)
     prepared = study.prepare(cfg)  # bad settings or data fail here, before a run exists
-    with tracking.study_run(study.experiment, study.run_name(cfg), tags=tracking.process_tags()):
+    with tracking.study_run(study.experiment, study.run_name(cfg), tags=tracking.process_tags(),
+                            system_metrics=True):
         result = study.run(cfg, prepared)
     shown = (study.headline.test_metric,) + study.headline.baselines
     print(f"run {result.run_id}: " + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown if k in result.metrics))

@@ -20,7 +20,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from projects.core import device, tracking
+from projects.core import artifacts, device, tracking
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def run_cells(cells: Sequence[GridCell]) -> pd.DataFrame:
         row = dict(cell.keys) | {"status": "FINISHED"}
         try:
             with mlflow.start_run(run_name=cell.name, nested=True, experiment_id=exp_id,
-                                  tags=tracking.process_tags()) as child:
+                                  tags=tracking.process_tags(), log_system_metrics=True) as child:
                 row["run_id"] = child.info.run_id
                 try:
                     row.update(cell.train())
@@ -66,18 +66,9 @@ def log_tables(runs: pd.DataFrame, table: pd.DataFrame) -> None:
         table.to_csv(Path(tmp) / "paper_vs_ours.csv", index=False)
         (Path(tmp) / "paper_vs_ours.md").write_text(_markdown(table))
         mlflow.log_artifacts(tmp, "grid")
-    mlflow.log_table(_json_safe(table), "grid/paper_vs_ours.json")
-    mlflow.log_table(_json_safe(runs), "grid/grid_runs.json")
+    artifacts.log_table(table, "grid/paper_vs_ours.json")
+    artifacts.log_table(runs, "grid/grid_runs.json")
     print(table.to_string(index=False), file=sys.stderr)
-
-
-def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Values an MLflow table keeps as they are (bools and NaN as text, numbers as numbers)."""
-    out = frame.copy()
-    for col in out.columns:
-        if out[col].dtype == bool or out[col].dtype == object:
-            out[col] = out[col].astype(str)
-    return out
 
 
 def _markdown(table: pd.DataFrame) -> str:

@@ -127,17 +127,24 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"  # `make ui`
 ML_VIEW = "workflowType=machine_learning"
 
 
+IN_UI = ""  # as ui_url: a link relative to the page it is on (descriptions shown inside the UI)
+
+
+def _ui(ui_url: str) -> str:
+    return f"{ui_url.rstrip('/')}/#" if ui_url else "#"
+
+
 def ui_experiment_url(experiment_id: str, ui_url: str = DEFAULT_UI_URL) -> str:
     """The experiment's runs table in the model-training view."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{ML_VIEW}"
+    return f"{_ui(ui_url)}/experiments/{experiment_id}/runs?{ML_VIEW}"
 
 
 def ui_run_url(experiment_id: str, run_id: str, ui_url: str = DEFAULT_UI_URL) -> str:
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
+    return f"{_ui(ui_url)}/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
 
 
 def ui_model_url(name: str, ui_url: str = DEFAULT_UI_URL, version: str | None = None) -> str:
-    base = f"{ui_url.rstrip('/')}/#/models/{name}"
+    base = f"{_ui(ui_url)}/models/{name}"
     return f"{base}/versions/{version}" if version else base
 
 
@@ -267,24 +274,27 @@ def log_params_once(params: Mapping[str, Any]) -> None:
 # --- run lifecycle ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def study_run(experiment: str, run_name: str | None = None, nested: bool = False,
-              tags: Mapping[str, str] | None = None, adopt: bool = True) -> Iterator[mlflow.ActiveRun]:
+              tags: Mapping[str, str] | None = None, adopt: bool = True,
+              system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """Start (or adopt) a run; on bad input or a crash end it FAILED, never left RUNNING.
 
     A run created by `mlflow run` (MLFLOW_RUN_ID in the environment) is adopted, so the
     launcher's run and ours are the same; otherwise the run goes to the study's experiment.
+    system_metrics: sample CPU and memory while it runs (training runs).
     """
     setup_tracking()
     if not nested:
         _close_stale_quietly(experiment)
     adopt = adopt and not nested and os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None
     if adopt:
-        run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {}))
+        run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {}),
+                               log_system_metrics=system_metrics or None)
         if run_name:
             mlflow.set_tag("mlflow.runName", run_name)
     else:
         exp_id = ensure_experiment(experiment)
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested,
-                               tags=dict(tags or {}))
+                               tags=dict(tags or {}), log_system_metrics=system_metrics or None)
     try:
         yield run
     except KeyboardInterrupt:
@@ -376,48 +386,3 @@ def process_tags() -> dict[str, str]:
     import socket
 
     return {"host": socket.gethostname(), "pid": str(os.getpid())}
-
-
-def log_candidate_model(wrapped, example) -> None:
-    """Log a registry candidate: the MLflow model (pt2, no pickled code) of `wrapped` (a
-    module returning probabilities), with its signature and a batch-2 `example` (keeps the
-    batch dimension dynamic in torch.export), and tag the run as a candidate.
-
-    validate_serving_input=False: by default MLflow reloads the model it just saved and
-    predicts the example, ~40% of log_model's time here (benchmarks/tracking_overhead.py);
-    the registry's smoke gate (registry/gates.py) makes that check before any promotion.
-    """
-    import mlflow
-    import torch
-    from mlflow.models import infer_signature
-
-    wrapped = wrapped.eval()
-    with torch.inference_mode():
-        output = wrapped(torch.from_numpy(example)).numpy()
-    mlflow.pytorch.log_model(wrapped, name=MODEL_ARTIFACT, input_example=example,
-                             signature=infer_signature(example, output),
-                             pip_requirements=model_pip_requirements(), validate_serving_input=False)
-    mlflow.set_tag(TAG_CANDIDATE, "true")
-
-
-def model_pip_requirements() -> list[str]:
-    """Explicit requirements for logged models: inference fails offline and costs seconds."""
-    import importlib.metadata as md
-
-    reqs = []
-    for pkg in ("torch", "mlflow", "numpy"):
-        try:
-            reqs.append(f"{pkg}=={md.version(pkg)}")
-        except md.PackageNotFoundError:
-            continue
-    return reqs
-
-
-def dataset_from_table(table, source: str, name: str, digest: str):
-    """An mlflow.data dataset for the runs' Inputs tab (the split table of one context)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        # A local path resolves to two equivalent source types; MLflow warns on each call.
-        warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(table, source=source, name=name, digest=digest)

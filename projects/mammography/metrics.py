@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 from sklearn import metrics as skm
 
@@ -45,12 +46,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
     return skm.confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
 
 
-def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str):
+    """The confusion matrix as a matplotlib figure (mlflow.log_figure shows it on the run page;
+    close it with plt.close). The backend is Agg (MPLBACKEND, projects/core/runtime.py)."""
     fig, ax = plt.subplots(figsize=(max(4.5, 1.0 + 0.7 * len(class_names)), max(3.8, 0.8 + 0.6 * len(class_names))))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
@@ -64,5 +62,4 @@ def confusion_png(matrix: np.ndarray, class_names: Sequence[str], path, title: s
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                     color="white" if matrix[i, j] > peak / 2 else "black", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

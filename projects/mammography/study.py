@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects.core import efficiency, timing, tracking
+from projects.core import artifacts, efficiency, timing, tracking
 from projects.core.digest import digest_files
 from projects.core.errors import InputError
 from projects.core.study import HoldoutData
@@ -49,6 +50,7 @@ class PreparedData:
     ids: dict[str, list[str]] = field(default_factory=dict)  # split -> film ids, in the arrays' order
     holdout: set[str] = field(default_factory=set)  # patients of the study's fixed holdout (never used here)
     holdout_digest: str = "none"
+    holdout_films: list = field(default_factory=list)  # this task's films of the holdout patients
 
 
 def resolve_data_root(config: MammographyConfig) -> Path:
@@ -113,8 +115,9 @@ def prepare_data(config: MammographyConfig) -> PreparedData:
         ids[part] = [kept[i].id for i in idx]
     if len(targets["test"]) == 0 or len(targets["train"]) == 0:
         raise InputError(root, f"split {config.split} leaves an empty train or test set ({len(kept)} films)")
+    held_films = mias.task_view([f for f in films if patient_id(f.id) in held], config.task)[0] if held else []
     return PreparedData(root, kept, labels, class_names, assignment, images, targets, digest, skipped, ids, held,
-                        holdout_digest(films, held))
+                        holdout_digest(films, held), list(held_films))
 
 
 def holdout_data(config: MammographyConfig) -> HoldoutData | None:
@@ -257,12 +260,14 @@ def _log_inputs(config: MammographyConfig, prepared: PreparedData, n_train_image
                        "test_fraction": parse_ratio(config.split), "classes": ",".join(prepared.class_names),
                        "data_root": str(prepared.root)})
     table = split_table(prepared.assignment, prepared.films)
+    held = split_table({f.id: "holdout" for f in prepared.holdout_films}, prepared.holdout_films)
     with tempfile.TemporaryDirectory() as tmp:
         split_csv = Path(tmp) / "assignment.csv"
-        table.to_csv(split_csv, index=False)
+        # every film of the task: train/val/test of this run, and the holdout it never saw
+        pd.concat([table, held]).sort_values("film_id").to_csv(split_csv, index=False)
         mlflow.log_artifact(str(split_csv), "split")
     for part in ("train", "test"):
-        ds = tracking.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
+        ds = artifacts.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
                                          name=f"mias-{config.task}", digest=prepared.digest)
         mlflow.log_input(ds, context=part)
     if prepared.skipped:
@@ -296,12 +301,19 @@ def _log_test_artifacts(config: MammographyConfig, prepared: PreparedData, matri
     frame = pd.DataFrame(matrix, index=[f"true_{c}" for c in prepared.class_names],
                          columns=[f"pred_{c}" for c in prepared.class_names])
     frame.to_csv(tmp / "confusion_matrix.csv")
-    cls_metrics.confusion_png(matrix, prepared.class_names, tmp / "confusion_matrix.png",
-                              f"{config.arch} {config.task} {config.split} augment={config.augment}\n"
-                              f"acc {test['accuracy']:.3f} (baseline {base['majority_accuracy']:.3f}) "
-                              f"F1-macro {test['f1_macro']:.3f}")
+    fig = cls_metrics.confusion_figure(matrix, prepared.class_names,
+                                       f"{config.arch} {config.task} {config.split} augment={config.augment}\n"
+                                       f"acc {test['accuracy']:.3f} (baseline {base['majority_accuracy']:.3f}) "
+                                       f"F1-macro {test['f1_macro']:.3f}")
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    plt.close(fig)
     mlflow.log_artifact(str(tmp / "confusion_matrix.csv"))
-    mlflow.log_artifact(str(tmp / "confusion_matrix.png"))
+    # Per-class scores as a table the MLflow UI shows (the run's metrics have them one by one).
+    mlflow.log_table({"class": list(prepared.class_names),
+                      "test_films": [int(v) for v in matrix.sum(1)],
+                      "precision": [test[f"precision_{c}"] for c in prepared.class_names],
+                      "recall": [test[f"recall_{c}"] for c in prepared.class_names],
+                      "f1": [test[f"f1_{c}"] for c in prepared.class_names]}, "per_class.json")
     (tmp / "predictions.json").write_text(json.dumps({
         "class_names": list(prepared.class_names),
         "film_ids": prepared.ids["test"],
@@ -337,4 +349,4 @@ def log_probability_model(model: nn.Module, example_images: np.ndarray) -> None:
     fixed by the export and recorded as the `image_shape` param.
     """
     example = _tensor(example_images if len(example_images) >= 2 else np.repeat(example_images, 2, 0)).numpy()
-    tracking.log_candidate_model(ClassProbabilities(model), example)
+    artifacts.log_candidate_model(ClassProbabilities(model), example)

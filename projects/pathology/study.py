@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from projects.core import efficiency, runtime, timing, tracking
+from projects.core import artifacts, efficiency, runtime, timing, tracking
 from projects.core.errors import InputError
 from projects.core.study import HoldoutData
 from projects.core.training import EpochHook, fit, make_loader, seed_everything
@@ -122,6 +123,8 @@ def prepare_data(config: PathologyConfig) -> PreparedTiles:
     pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
                                           augment_flips=config.augment_flips, mpp=config.mpp or None)
     prepared = preprocess.prepare(pool, assignment, pre_cfg, runtime.cache_dir() / "pathology")
+    if held:  # a bad holdout image fails here too, before any run (and its tiles are cached)
+        _holdout_tiles(samples, held, config)
     return PreparedTiles(root, pool, assignment, prepared.arrays, prepared.digest,
                          prepared.cache_hit, prepared.cache_path, held, holdout_digest(held))
 
@@ -134,16 +137,20 @@ def holdout_data(config: PathologyConfig) -> HoldoutData | None:
     held = holdout_images(samples, config.holdout_fraction)
     if not held:
         return None
-    pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
-                                          augment_flips=False, mpp=config.mpp or None)
-    chosen = [s for s in samples if s.id in held]
-    tiles = preprocess.prepare(chosen, {s.id: "test" for s in chosen}, pre_cfg,
-                               runtime.cache_dir() / "pathology").arrays["test"]
+    tiles = _holdout_tiles(samples, held, config)
     units = [str(s) for s in tiles["source"]]
     table = pd.DataFrame({"tile": range(len(units)), "image": units,
                           "tumour_pixels": tiles["masks"].reshape(len(units), -1).sum(1)})
     return HoldoutData(tiles_tensor(tiles["images"]).numpy(), tiles["masks"], units, holdout_digest(held),
                        str(root), table, valid=tiles["valid"])
+
+
+def _holdout_tiles(samples, held: set[str], config: PathologyConfig) -> dict:
+    pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
+                                          augment_flips=False, mpp=config.mpp or None)
+    chosen = [s for s in samples if s.id in held]
+    return preprocess.prepare(chosen, {s.id: "test" for s in chosen}, pre_cfg,
+                              runtime.cache_dir() / "pathology").arrays["test"]
 
 
 def holdout_scores(config: PathologyConfig, holdout: HoldoutData, outputs: np.ndarray) -> UnitScores:
@@ -244,8 +251,15 @@ def _train(config: PathologyConfig, arrays: dict, on_epoch: EpochHook | None) ->
                                drop_last=n_train > config.batch_size)
     val_loader = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    overlays = epoch_overlays(model, arrays["val"] if len(arrays["val"]["images"]) else arrays["test"], config.threshold)
+
+    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        overlays(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)  # a search trial's pruning: after the image of this epoch
+
     result = fit(model, train_loader, val_loader, MaskedBCE(), config.train, _evaluator(config.threshold),
-                 on_epoch=on_epoch, optimizer=optimizer, family=model_family(config.arch))
+                 on_epoch=after_epoch, optimizer=optimizer, family=model_family(config.arch))
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})
     return model, optimizer
@@ -260,7 +274,7 @@ def _log_split(prepared: PreparedTiles) -> None:
         table.to_csv(path, index=False)
         mlflow.log_artifact(str(path), "split")
     for part in ("train", "test"):
-        ds = tracking.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
+        ds = artifacts.dataset_from_table(table[table["split"] == part], source=str(prepared.root),
                                      name="pathology-tiles", digest=prepared.digest)
         mlflow.log_input(ds, context=part)
 
@@ -295,7 +309,7 @@ def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: 
 def log_probability_model(model: nn.Module, example_tiles: np.ndarray) -> None:
     if len(example_tiles) < 2:  # batch 2 keeps the batch dimension dynamic in torch.export
         example_tiles = np.repeat(example_tiles, 2, 0)
-    tracking.log_candidate_model(MaskProbabilities(model), tiles_tensor(example_tiles).numpy())
+    artifacts.log_candidate_model(MaskProbabilities(model), tiles_tensor(example_tiles).numpy())
 
 
 def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: Path,
@@ -303,17 +317,48 @@ def overlay_grid(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: 
     """Test tiles with the ground truth outlined in green and the prediction in red/overlay."""
     if len(images) == 0:
         return
+    picks = overlay_picks(truth, n, seed)
+    cv2.imwrite(str(path), cv2.cvtColor(overlay_strip(images[picks], truth[picks], pred[picks]), cv2.COLOR_RGB2BGR))
+
+
+def overlay_picks(truth: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """The tiles worth looking at: those with the most tumour (empty tiles show nothing)."""
     rng = np.random.default_rng(seed)
-    # Prefer tiles that contain tumour: empty tiles show nothing.
-    order = np.argsort(-truth.reshape(len(truth), -1).sum(1) - rng.random(len(truth)))
-    picks = order[:n]
+    return np.argsort(-truth.reshape(len(truth), -1).sum(1) - rng.random(len(truth)))[:n]
+
+
+def overlay_strip(images: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(tile | overlay) pairs, one per row: prediction in red, true tumour outlined in green."""
     cells = []
-    for i in picks:
+    for i in range(len(images)):
         tile = images[i].copy()
         red = pred[i].astype(bool)
         tile[red] = (0.55 * tile[red] + 0.45 * np.array([255, 0, 0])).astype(np.uint8)
         contours, _ = cv2.findContours(truth[i].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(tile, contours, -1, (0, 200, 0), 1)
         cells.append(np.concatenate([images[i], tile], axis=1))
-    grid = np.concatenate(cells, axis=0)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    return np.concatenate(cells, axis=0)
+
+
+def epoch_overlays(model: nn.Module, tiles: dict[str, np.ndarray], threshold: float, n: int = 3,
+                   size: int = 128) -> Callable[[int], None]:
+    """A per-epoch hook: the same few validation tiles predicted by the model of that epoch,
+    logged as an image with the epoch as its step (the run page's image slider shows learning)."""
+    picks = overlay_picks(tiles["masks"], n) if len(tiles["images"]) else np.zeros(0, int)
+    images = np.stack([cv2.resize(t, (size, size), interpolation=cv2.INTER_AREA) for t in tiles["images"][picks]]) \
+        if len(picks) else None
+    truth = tiles["masks"][picks]
+
+    def log(epoch: int) -> None:
+        if images is None:
+            return
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            probs = torch.sigmoid(model(tiles_tensor(tiles["images"][picks]).to(device)))[:, 0].float().cpu().numpy()
+        pred = np.stack([cv2.resize((p > threshold).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+                         for p in probs])
+        small_truth = np.stack([cv2.resize(t.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+                                for t in truth])
+        mlflow.log_image(overlay_strip(images, small_truth, pred), key="val_overlays", step=epoch)
+
+    return log

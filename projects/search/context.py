@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from projects.core import device
@@ -37,6 +38,7 @@ class SearchContext:
     worker_index: int = 0
     prepared_cache: dict = field(default_factory=dict)
     last_error: str = ""
+    progress: Callable[[], Any] | None = None  # refreshes the parent run (set by its owner)
 
     @property
     def multi(self) -> bool:

@@ -77,6 +77,7 @@ def run_search(settings: SearchSettings, launcher_run_id: str | None = None) -> 
     done = done_count(counts(ctx.study.get_trials(deepcopy=False)))
     print(f"[search {ctx.name}] {settings.study}: {done}/{settings.n_trials} trials done; parent run "
           f"{ctx.parent_run_id}; storage {safe_url(ctx.storage_url)}", file=sys.stderr, flush=True)
+    ctx.progress = lambda: finalize(ctx, final=False)
     client, status = MlflowClient(), "FAILED"
     try:
         if settings.n_workers == 1:

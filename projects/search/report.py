@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna import visualization as vis
 from optuna.trial import TrialState
 
+from projects.core import artifacts, tracking
 from projects.search.admission import counts, done_count, epochs_used
 from projects.search.factories import safe_url
 from projects.search.names import (ATTR_COMPUTE, ATTR_DUPLICATE, ATTR_ERROR, ATTR_HOST, ATTR_PID, ATTR_REJECTED,
@@ -131,6 +132,14 @@ def _pareto_tags(ctx: SearchContext, client: MlflowClient, complete, run_of: dic
     client.set_tag(pid, "pareto_trials", ",".join(str(n) for n in sorted(pareto))[:5000])
     client.set_tag(pid, "pareto_run_ids", ",".join(run_of.get(n) or "" for n in sorted(pareto))[:5000])
     client.set_tag(pid, "pareto_size", str(len(pareto)))
+    # each objective's best value on the front, as metrics the parent's chart view can plot
+    step = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ctx.study.get_trials(deepcopy=False))
+    values = {"pareto_size": float(len(pareto))}
+    for i, obj in enumerate(ctx.objectives):
+        column = [t.values[i] for t in front]
+        if column:
+            values[f"best_{obj.metric}"] = max(column) if obj.direction == "maximize" else min(column)
+    client.log_batch(pid, metrics=_metric_list(values, step))
     for t in sorted(front, key=lambda t: t.number)[:50]:
         values = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(ctx.objectives, t.values))
         client.set_tag(pid, f"pareto.trial_{t.number:03d}", f"{values}; run {run_of.get(t.number)}; "
@@ -153,7 +162,8 @@ def _best_tags(ctx: SearchContext, client: MlflowClient, complete, run_of: dict,
     client.set_tag(pid, "best_run_id", summary.best_run_id or "")
     client.set_tag(pid, "best_value", f"{best.value:.6g}")
     client.set_tag(pid, "best_params", json.dumps(best.params)[:5000])
-    client.log_metric(pid, f"best_{ctx.objectives[0].metric}", best.value)
+    client.log_metric(pid, f"best_{ctx.objectives[0].metric}", best.value,
+                      step=summary.n_complete + summary.n_pruned)
     for t in complete:
         if run_of.get(t.number):
             client.set_tag(run_of[t.number], TAG_BEST, str(t.number == best.number).lower())
@@ -200,19 +210,64 @@ def finalize(ctx: SearchContext, final: bool = True) -> SearchSummary:
         summary.pareto_trials = sorted(pareto)
     else:
         best_number = _best_tags(ctx, client, complete, run_of, summary)
-    client.log_batch(pid, metrics=_metric_list(numbers))
+    # step = trials done so far: the parent's charts show how the search progressed
+    step = summary.n_complete + summary.n_pruned
+    client.log_batch(pid, metrics=_metric_list(numbers, step))
     done = done_count(counts(trials)) >= ctx.settings.n_trials
     client.set_tag(pid, "search_state", "complete" if done else "incomplete")
+    table = trials_table(ctx, trials, pareto, best_number)
+    client.set_tag(pid, "mlflow.note.content", parent_note(ctx, summary, table, done, final))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        trials_table(ctx, trials, pareto, best_number).to_csv(tmp / "trials.csv", index=False)
+        table.to_csv(tmp / "trials.csv", index=False)
         if ctx.settings.plots and final:
             write_plots(ctx, tmp / "plots")
         (tmp / "summary.txt").write_text(summary.line() + "\n")
         client.log_artifacts(pid, str(tmp), "search")
+    # the same rows as an MLflow table: the run page shows it as a table, not a file to download
+    artifacts.log_table(table, "search/trials.json", run_id=pid)
     return summary
 
 
-def _metric_list(values: dict[str, float]) -> list[Metric]:
+def parent_note(ctx: SearchContext, summary: SearchSummary, table: pd.DataFrame, done: bool, final: bool) -> str:
+    """The parent run's description (markdown on its run page): where the search stands, the
+    best trials with links, and what it cost. Rewritten after every trial while it runs."""
+    names = [o.metric for o in ctx.objectives]
+    state = "ended" if final else "running"
+    n_done = summary.n_complete + summary.n_pruned
+    lines = [f"**Search `{ctx.name}`** ({ctx.settings.study}; "
+             + ", ".join(f"{o.direction} `{o.metric}`" for o in ctx.objectives)
+             + f"): {state}, {n_done}/{ctx.settings.n_trials} trials done"
+             + (" (target reached)." if done else "."),
+             "",
+             f"{summary.n_complete} complete, {summary.n_pruned} pruned, {summary.n_failed} failed, "
+             f"{summary.n_rejected} rejected, {summary.n_duplicate} duplicates skipped; compute "
+             f"{summary.total_epochs} epochs, {summary.total_cpu_s:.0f} CPU s."]
+    complete = table[table["state"] == "COMPLETE"] if len(table) else table
+    if len(complete):
+        if ctx.multi:
+            shown, title = complete[complete["pareto_optimal"]], "Pareto-optimal trials"
+        else:
+            ascending = ctx.objectives[0].direction == "minimize"
+            shown, title = complete.sort_values(names[0], ascending=ascending).head(5), "Best trials"
+        params = [c for c in table.columns if c.startswith("param_")]
+        lines += ["", f"{title} (validation metrics; held-out test numbers are on each trial's run):", "",
+                  "| trial | " + " | ".join(names) + " | " + " | ".join(c[6:] for c in params) + " |",
+                  "|---" * (1 + len(names) + len(params)) + "|"]
+        for _, row in shown.head(20).iterrows():
+            run_id = row["mlflow_run_id"]
+            trial = (f"[{int(row['number'])}]({tracking.ui_run_url(ctx.experiment_id, run_id)})"
+                     if run_id else str(int(row["number"])))
+            values = [f"{row[n]:.4g}" if pd.notna(row[n]) else "" for n in names]
+            lines.append(f"| {trial} | " + " | ".join(values) + " | "
+                         + " | ".join(str(row[c]) for c in params) + " |")
+    else:
+        lines += ["", "No complete trial yet."]
+    lines += ["", "Every trial: `search/trials` (table) in this run's artifacts. Watch it live: "
+                  f"`make optuna-dashboard SEARCH_STORAGE='{summary.storage}'`."]
+    return "\n".join(lines)[:5000]
+
+
+def _metric_list(values: dict[str, float], step: int) -> list[Metric]:
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(float(v))]
+    return [Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(float(v))]

@@ -139,9 +139,10 @@ class TrialRun:
         retry_of = frozen.system_attrs.get("failed_trial")
         if retry_of is not None:
             tags[TAG_RETRY_OF] = str(retry_of)
-        run_name = f"{ctx.name}-t{trial.number:03d}"
+        # Readable in the UI's run list under the parent: trial number, then the cell it trained.
+        run_name = f"t{trial.number:03d}-{ctx.plugin.run_name(self.config)}"
         run_id = MlflowClient().create_run(ctx.experiment_id, run_name=run_name, tags=tags).info.run_id
-        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None, log_system_metrics=True)
         trial.set_user_attr(ATTR_RUN_ID, run_id)
         return run_id
 

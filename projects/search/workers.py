@@ -79,6 +79,18 @@ def _stop_reason(ctx: SearchContext, trials, deadline: float | None) -> str:
     return ""
 
 
+def report_progress(ctx: SearchContext) -> None:
+    """The parent run's live view (note, counts, best so far, trials table), when this process
+    owns it (ctx.progress); a failure to write it never stops the search."""
+    if ctx.progress is None:
+        return
+    try:
+        ctx.progress()
+    except Exception as exc:  # the tracking server may be briefly away: the next trial retries
+        print(f"[search {ctx.name}] progress not written to the parent run: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+
+
 def work(ctx: SearchContext) -> dict[str, int]:
     """Run trials until the study reaches its target or a budget runs out."""
     objective = make_objective(ctx)
@@ -104,6 +116,7 @@ def work(ctx: SearchContext) -> dict[str, int]:
             continue
         waited = False
         ctx.study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        report_progress(ctx)
         trial = _my_last_trial(ctx)
         if trial is not None and not tally.add(trial):
             break
@@ -137,6 +150,19 @@ def _interrupt(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
+def _wait_reporting(ctx: SearchContext, procs: list[subprocess.Popen]) -> list[int]:
+    """Wait for the workers; whenever a trial has finished since the last look, refresh the
+    parent run (workers never write it: one writer, no racing updates of its note)."""
+    seen = -1
+    while any(p.poll() is None for p in procs):
+        time.sleep(POLL_S)
+        finished = sum(t.state.is_finished() for t in ctx.study.get_trials(deepcopy=False))
+        if finished != seen:
+            seen = finished
+            report_progress(ctx)
+    return [p.wait() for p in procs]
+
+
 def run_workers(ctx: SearchContext) -> None:
     """K worker processes on this machine; each runs `work` on the shared study."""
     s = ctx.settings
@@ -149,7 +175,7 @@ def run_workers(ctx: SearchContext) -> None:
     procs: list[subprocess.Popen] = []
     try:
         procs = _start_workers(ctx, path)
-        codes = [p.wait() for p in procs]
+        codes = _wait_reporting(ctx, procs)
     except KeyboardInterrupt:
         _interrupt(procs)
         raise

@@ -182,3 +182,44 @@ def test_monuseg_real_layout(shared_data):
 
     samples = seg_data.discover(Path(cfg.data))
     assert sum(s.subset == "test" for s in samples) == 14 and len(samples) == 44
+
+
+def _mlflow_run_pathology(*params: str):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(repo), "-e", "pathology",
+                           "--env-manager", "local", "--experiment-name", "pathology",
+                           "-P", "arch=elunet", "-P", "filters=2", "-P", "depth=2", "-P", "tile_size=128",
+                           "-P", "epochs=1", "-P", "patience=0", "-P", "cpu_predict_n=4", "-P", "onnx_timing=false",
+                           *params], capture_output=True, text=True, timeout=900, env=env)
+
+
+@pytest.mark.slow
+def test_device_and_precision_through_mlflow_run():
+    """`-P device=cpu -P precision=bf16|fp32` train (the tags say which); `-P device=cuda`
+    without a GPU is one line and no run of ours (the launcher's own run ends FAILED, saying why)."""
+    import torch
+
+    for precision in ("bf16", "fp32"):
+        done = _mlflow_run_pathology("-P", "device=cpu", "-P", f"precision={precision}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["pathology"], output_format="list")
+    assert sorted(r.data.tags["precision"] for r in runs) == ["bf16", "fp32"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["device"] == "cpu" for r in runs)
+    assert all(r.data.metrics["train_images_per_s"] > 0 for r in runs)
+    if torch.cuda.is_available():
+        return
+    failed = _mlflow_run_pathology("-P", "device=cuda")
+    assert failed.returncode != 0
+    lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: device: cuda was asked for, but this machine has no CUDA GPU (use auto or cpu)"], \
+        failed.stderr[-2000:]
+    after = mlflow.search_runs(experiment_names=["pathology"], output_format="list")
+    assert len(after) == 3 and running_runs() == []
+    (launcher,) = [r for r in after if r.info.run_id not in {r.info.run_id for r in runs}]
+    assert launcher.info.status == "FAILED" and launcher.data.tags["error"] == lines[0]
+    assert not launcher.data.metrics  # nothing trained, nothing half-logged

@@ -35,6 +35,7 @@ NOT_LOCKED = {"pip"}
 USED_WITHOUT_IMPORT = {
     "torchvision": "pinned beside torch (CPU build); timm and smp import it, projects/core/torchvision_compat.py shims it",
     "onnxscript": "torch.onnx.export(dynamo=True), the fallback exporter in projects/core/onnx_runtime.py",
+    "psutil": "MLflow samples CPU and memory with it (system metrics of training runs, projects/core/runtime.py)",
     "psycopg": "SQLAlchemy's default driver for postgresql:// URLs (MLflow and Optuna stores)",
     "optuna-dashboard": "the optuna-dashboard command users start to watch a search",
     "pytest-timeout": "pytest plugin (the timeout setting in pyproject.toml)",

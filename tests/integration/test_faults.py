@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from projects.core import http_retry, tracking
+from projects.core import artifacts, http_retry, tracking
 from projects.core.study import get_study, study_names
 from projects.mammography.cli import main as mammography_main
 
@@ -398,7 +398,7 @@ def _tiny_candidate(jaccard: float, size_mb: float, seed: int, background: float
         mlflow.log_metrics(metrics)
         mlflow.pytorch.log_model(model, name=tracking.MODEL_ARTIFACT, input_example=example,
                                  signature=infer_signature(example, output),
-                                 pip_requirements=tracking.model_pip_requirements())
+                                 pip_requirements=artifacts.model_pip_requirements())
         mlflow.set_tag(tracking.TAG_CANDIDATE, "true")
     time.sleep(0.01)
     return run.info.run_id

@@ -15,7 +15,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from projects.core import tracking
+from projects.core import artifacts, tracking
 from projects.core.study import get_study
 from registry import audit
 from registry import promote as P
@@ -67,7 +67,7 @@ def log_lookup(holdout, labels: np.ndarray, *, own_accuracy: float, digest: str 
                             tracking.M_SIZE_MB: 0.1, tracking.M_CPU_TOTAL: 0.1, tracking.M_LATENCY_P50: 1.0})
         mlflow.pytorch.log_model(model, name=tracking.MODEL_ARTIFACT, input_example=example,
                                  signature=infer_signature(example, output),
-                                 pip_requirements=tracking.model_pip_requirements())
+                                 pip_requirements=artifacts.model_pip_requirements())
         mlflow.set_tag(tracking.TAG_CANDIDATE, "true")
     time.sleep(0.01)
     return run.info.run_id

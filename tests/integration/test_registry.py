@@ -21,7 +21,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from projects.core import tracking
+from projects.core import artifacts, tracking
 from projects.core.study import get_study, study_names
 from projects.core.errors import InputError
 from registry import gates as G
@@ -94,7 +94,7 @@ def log_candidate(metrics: dict[str, float], *, study: str = "pathology", task: 
         mlflow.log_metrics(metrics)
         mlflow.pytorch.log_model(model, name=tracking.MODEL_ARTIFACT, input_example=example,
                                  signature=infer_signature(example, output),
-                                 pip_requirements=tracking.model_pip_requirements())
+                                 pip_requirements=artifacts.model_pip_requirements())
         mlflow.set_tag(tracking.TAG_CANDIDATE, "true")
     time.sleep(0.01)  # distinct start times: "newer than" rules compare them
     return run.info.run_id
@@ -267,6 +267,16 @@ def test_promotion_sets_aliases_records_why_and_refuses_a_candidate_worse_than_i
     assert mv.tags[tracking.TAG_DATASET_DIGEST] == "digest-1"
     for words in ("tiny", "embedded-test", "digest-1", "80:20", "test_jaccard 0.6000"):
         assert words in mv.description
+    # ... and, readable on its registry page, the gates it passed for each alias it holds.
+    assert "**champion** (holds it; promote " in mv.description
+    assert "| gate | result |\n|---|---|\n| metrics | passed |\n| baseline | passed |" in mv.description
+    assert "| test_jaccard | 0.6 |" in mv.description
+    assert f"/runs/{best}?workflowType=machine_learning)" in mv.description
+    # The registered model's page: who holds what, and the moves as a table (not JSON).
+    page = MlflowClient().get_registered_model(PATHO).description
+    assert f"| champion | [v{version_of(best)}](#/models/{PATHO}/versions/{version_of(best)}) |" in page
+    assert "**champion: latest moves** (newest first)" in page and "| promote | highest test_jaccard |" in page
+    assert "registry-audit runs](#/experiments/" in page and "{" not in page
 
     # What the alias serves loads and predicts a mask.
     model = mlflow.pyfunc.load_model(f"models:/{PATHO}@champion")
@@ -348,6 +358,11 @@ def test_rollback_restores_the_previous_holder_and_keeps_it(capsys):
     assert trail[-1]["kind"] == "rollback" and trail[-1]["previous"] == v2
     assert_consistent("champion")
     assert P.rolled_back_key("champion") in MlflowClient().get_model_version(PATHO, v2).tags
+    page = MlflowClient().get_registered_model(PATHO).description
+    assert f"| rollback | rollback of v{v2} to its previous holder |" in page
+    assert f"| champion | [v{v1}](#/models/{PATHO}/versions/{v1}) |" in page
+    assert "**champion** (held it; promote" in MlflowClient().get_model_version(PATHO, v2).description
+    assert "**champion** (holds it; rollback" in MlflowClient().get_model_version(PATHO, v1).description
 
     # The next promotion does not undo the rollback: v2 is refused for champion, with the reason.
     report = promote()

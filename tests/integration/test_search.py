@@ -192,7 +192,18 @@ def test_single_objective_search_structure_pruning_and_resume():
     assert metrics["search_epochs_total"] == 5 and metrics["search_epochs_unpruned"] == 6
     assert metrics["search_cpu_s_total"] > 0
     # Artifacts: the trial table and offline plots (plotly.js inlined, no CDN).
-    assert artifact_paths(parent.info.run_id, "search") == ["search/plots", "search/summary.txt", "search/trials.csv"]
+    assert artifact_paths(parent.info.run_id, "search") == ["search/plots", "search/summary.txt", "search/trials.csv",
+                                                            "search/trials.json"]
+    # The parent's run page: a markdown description linking the best trials' runs in the
+    # model-training view; its charts show the search trial by trial (written live).
+    note = tags["mlflow.note.content"]
+    assert note.startswith("**Search `single`** (pathology; maximize `val_jaccard`): ended, 3/3 trials done")
+    assert "2 complete, 1 pruned" in note and "| trial | val_jaccard | arch | depth | filters |" in note
+    assert f"/runs/{summary.best_run_id}?workflowType=machine_learning" in note
+    progress = MlflowClient().get_metric_history(parent.info.run_id, "n_trials_complete")
+    assert sorted({m.step for m in progress}) == [1, 2, 3] and progress[-1].value == 2
+    best_curve = MlflowClient().get_metric_history(parent.info.run_id, "best_val_jaccard")
+    assert best_curve[-1].value == pytest.approx(max(m.value for m in best_curve))
     plots = artifact_paths(parent.info.run_id, "search/plots")
     for name in ("optimization_history", "param_importances", "intermediate_values"):
         assert f"search/plots/{name}.html" in plots
@@ -208,6 +219,9 @@ def test_single_objective_search_structure_pruning_and_resume():
     assert len(kids) == 3
     by_number = {int(r.data.tags["trial_number"]): r for r in kids}
     assert sorted(by_number) == [0, 1, 2]
+    for n, run in by_number.items():  # names a person can read in the run list
+        p = run.data.params
+        assert run.info.run_name == f"t{n:03d}-{p['arch']}-n{p['filters']}-d{p['depth']}"
     pruned = by_number[1]
     assert pruned.data.tags["trial_state"] == "PRUNED" and pruned.info.status == "KILLED"
     assert pruned.data.tags["pruned_at_epoch"] == "1"
@@ -261,6 +275,9 @@ def test_multi_objective_pareto_constraints_and_rejections():
     assert "multi-objective" in parent.data.params["search.pruner"]
     plots = artifact_paths(parent.info.run_id, "search/plots")
     assert "search/plots/pareto_front.html" in plots and "search/plots/optimization_history.html" in plots
+    metrics = parent.data.metrics
+    assert metrics["pareto_size"] == len(summary.pareto_trials) and metrics["best_params_count"] <= 6000
+    assert "Pareto-optimal trials" in tags["mlflow.note.content"]
     study = load("multi")
     rejected = [t for t in study.get_trials() if t.user_attrs.get("rejected")]
     assert all(t.params["filters"] == 8 and t.state.name == "FAIL" for t in rejected)
@@ -277,10 +294,55 @@ def test_multi_objective_pareto_constraints_and_rejections():
     assert {t.number for t in study.best_trials} == set(summary.pareto_trials)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dashboard_trials(storage: str, study_name: str) -> list[dict]:
+    """Start `python -m projects.search.watch` (what `make optuna-dashboard` runs) on the
+    storage, read the study's trials from optuna-dashboard's API, stop it."""
+    import json
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "projects.search.watch", "--storage", storage, "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, studies = time.time() + 60, None
+        while studies is None:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.time() < deadline, "optuna-dashboard did not answer within 60 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies = json.load(r)["study_summaries"]
+            except OSError:
+                time.sleep(0.3)
+        (study,) = [s for s in studies if s["study_name"] == study_name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as r:
+            return json.load(r)["trials"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_optuna_dashboard_opens_a_finished_search_from_the_default_storage():
+    summary = driver.run_search(tiny(name="watched", n_trials=2, epochs=1))
+    trials = dashboard_trials("", "watched")
+    assert sorted(t["number"] for t in trials) == [0, 1]
+    assert {t["state"] for t in trials} == {"Complete"} and summary.n_complete == 2
+    for t in trials:
+        assert {p["name"] for p in t["params"]} == {"arch", "depth", "filters"} and len(t["values"]) == 1
+        assert "mlflow_run_id" in {a["key"] for a in t["user_attrs"]}  # the trial's run in MLflow
+
+
 def test_journal_storage_and_infeasible_trials_are_never_best(tmp_path):
     journal = f"journal:{tmp_path / 'j.log'}"
     summary = driver.run_search(tiny(name="infeasible", n_trials=1, epochs=1, max_latency_ms=1e-9, storage=journal))
     assert (tmp_path / "j.log").stat().st_size > 0
+    (trial,) = dashboard_trials(journal, "infeasible")  # the dashboard opens a journal file too
+    assert trial["state"] == "Complete" and len(trial["values"]) == 1
     assert summary.n_complete == 1 and summary.best_trial is None
     assert "best_trial" not in MlflowClient().get_run(summary.parent_run_id).data.tags
     for t in load("infeasible", journal).get_trials():

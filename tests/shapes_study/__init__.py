@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects.core import efficiency, timing, tracking
+from projects.core import artifacts, efficiency, timing, tracking
 from projects.core.config import Config, Section, section, setting
 from projects.core.errors import InputError
 from projects.core.study import CurveSpec, DashboardSpec, Headline, Study, register_study
@@ -171,7 +171,7 @@ def run(cfg: ShapesConfig, prepared: Prepared | None, run_kind: str, on_epoch) -
     tracking.log_metrics_finite(test | timings | {tracking.M_SIZE_MB: size / 1e6,
                                                  tracking.M_PARAMS: efficiency.count_params(model)})
     mlflow.log_param("image_shape", f"1x{cfg.image_size}x{cfg.image_size}")
-    tracking.log_candidate_model(Probabilities(model), x["test"][:2])
+    artifacts.log_candidate_model(Probabilities(model), x["test"][:2])
     print(f"[shapes] {cfg.arch} w={cfg.width}: test accuracy {test[ACC]:.3f} (baseline {base:.3f})", file=sys.stderr)
     return Result(mlflow.active_run().info.run_id, test | {BASE: base})
 

@@ -42,7 +42,7 @@ def test_segmentation_metrics_from_stats_match_the_study():
     valid = np.ones_like(pred)
     valid[:, :, -2:] = False  # padding never counts
     c = confusion_counts(pred, truth, valid)
-    union, dice_den = c["tp"] + c["fp"] + c["fn"], 2 * c["tp"] + c["fp"] + c["fn"]
+    dice_den = 2 * c["tp"] + c["fp"] + c["fn"]
     dice = np.where(dice_den > 0, 2 * c["tp"] / np.maximum(dice_den, 1), 1.0)
     scores = U.segmentation_scores(per_tile_jaccard(pred, truth, valid), dice, c, [f"img{i % 4}" for i in range(12)])
     want = segmentation_metrics(pred, truth, valid)
