@@ -30,9 +30,10 @@ ENV_DEFAULTS = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # Figures are only ever written to files (no display on a training machine).
     "MPLBACKEND": "Agg",
-    # System metrics (CPU, memory) of training runs, when a run asks for them: one sample
-    # every 10 s costs well under 1% of a training step's time (measured: benchmarks/RESULTS.md).
-    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "10",
+    # System metrics (CPU, memory) of training runs, when a run asks for them: a sample every
+    # 2 s costs ~11 ms of CPU, 0.3% of a 2-thread training run (benchmarks/system_metrics.py,
+    # RESULTS.md), and gives a run of a few seconds its curves too.
+    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "2",
 }
 
 
