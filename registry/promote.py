@@ -46,8 +46,8 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
     client = client or MlflowClient()
     with contextlib.nullcontext() if dry_run else store.promotion_lock(name):
         report = Promotion(client, policy, dry_run).run()
-        moved = {v for d in report.decisions if d.before != d.after for v in (d.before, d.after) if v}
-        if moved:  # a no-op promotion rewrites nothing, descriptions included
+        moved = {v for d in report.decisions if d.before != d.after for v in (d.before, d.after) if v and v.isdigit()}
+        if moved and not dry_run:  # a no-op promotion rewrites nothing, descriptions included
             pages.refresh(client, name, policy, moved)
     print(report.table(), file=out or sys.stdout, flush=True)
     return report
