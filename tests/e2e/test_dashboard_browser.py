@@ -1,19 +1,12 @@
 """The dashboard pages in a real browser: headless Chromium (Debian's package) opens each
-page from disk and must render every chart without reaching the network.
-
-Needs the `playwright` Python package (its own browsers are never downloaded: it drives
-the system chromium through `executable_path`) and a chromium binary
-(`scripts/install.sh --browser`). Skips cleanly without either, or fails when
-MEDIMG_REQUIRE_BROWSER=1 (CI). Screenshots go to the
-test's tmp folder, or to $MEDIMG_SCREENSHOT_DIR when set (to keep them, e.g. in CI).
-"""
+page from disk and must render every chart without reaching the network (tests/browser.py
+says what it needs and where screenshots go)."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import chromium, screenshot_dir
 
 from dashboards import build as dash_build
 from dashboards import pages
@@ -40,42 +33,10 @@ CHART_FACTS = """() => {
 }"""
 
 
-def chromium_binary() -> str | None:
-    for candidate in (os.environ.get("MEDIMG_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if candidate and (path := shutil.which(candidate)):
-            return path
-    return None
-
-
-def missing(reason: str):
-    """Skip, unless MEDIMG_REQUIRE_BROWSER=1 (set it in CI so a skip cannot pass unseen)."""
-    if os.environ.get("MEDIMG_REQUIRE_BROWSER", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"browser test required but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    binary = chromium_binary()
-    if binary is None:
-        missing("no chromium binary (install it with scripts/install.sh --browser)")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing("the playwright Python package is not installed (pip install playwright)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=binary, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                                          "--no-first-run", "--disable-background-networking",
-                                          "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
-
-
-def screenshot_dir(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("MEDIMG_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    with chromium() as b:
+        yield b
 
 
 def open_page(browser, path: Path, shot: Path) -> dict:
