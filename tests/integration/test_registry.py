@@ -495,6 +495,7 @@ def test_concurrent_promotions_leave_a_consistent_alias_and_audit(tmp_path, monk
     _assert_settled(runs)
 
 
+@pytest.mark.slow  # >20 s: left out of `make test-fast` (CI runs it)
 @pytest.mark.postgres
 def test_four_concurrent_promotions_on_postgresql(tmp_path, postgres_store):
     """Four processes at once against a PostgreSQL store (no file lock there: every write that

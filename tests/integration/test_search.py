@@ -260,6 +260,7 @@ def test_single_objective_search_structure_pruning_and_resume():
         driver.run_search(tiny(name="single", n_trials=5, space="arch=unet,depth=2,filters=2"))
 
 
+@pytest.mark.slow  # >10 s: left out of `make test-fast` (CI runs it)
 def test_multi_objective_pareto_constraints_and_rejections():
     # filters 2 fits a 6,000-parameter budget, filters 8 does not: rejected before training.
     settings = tiny(name="multi", n_trials=2, objectives=("accuracy", "params_count"), plots=True,
@@ -327,6 +328,7 @@ def dashboard_trials(storage: str, study_name: str) -> list[dict]:
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # >10 s: left out of `make test-fast` (CI runs it)
 def test_optuna_dashboard_opens_a_finished_search_from_the_default_storage():
     summary = driver.run_search(tiny(name="watched", n_trials=2, epochs=1))
     trials = dashboard_trials("", "watched")
@@ -383,6 +385,7 @@ def test_a_trial_of_a_dead_process_is_failed_and_retried():
     assert running_runs() == []
 
 
+@pytest.mark.slow  # >10 s: left out of `make test-fast` (CI runs it)
 def test_epoch_budget_and_timeout_stop_the_search():
     summary = driver.run_search(tiny(name="budget", n_trials=10, epochs=1, epoch_budget=2))
     assert summary.total_epochs == 2 and summary.n_complete == 2  # 1 + 1 >= 2: stops after two
@@ -602,6 +605,7 @@ def test_duplicate_configs_are_skipped_not_retrained():
     assert copies[-1].user_attrs.get("space_exhausted") is True  # the last copy found nothing untried
 
 
+@pytest.mark.slow  # >10 s: left out of `make test-fast` (CI runs it)
 def test_a_duplicate_queues_an_untried_config():
     """TPE keeps proposing its best cell once it exploits; each copy queues an untried cell,
     so n_trials distinct configs get trained while any are left."""
