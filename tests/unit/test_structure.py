@@ -33,6 +33,7 @@ LONG_FUNCTIONS = {
     "projects/pathology/bench_pipeline.py:run": "one benchmark section's measurement and report",
     "projects/pathology/bench_tracking.py:run": "one benchmark section: two tracked loops and their report",
     "tools/loadtest.py:run_worker": "one load-test worker's loop",
+    "tools/loadtest.py:verify": "the load test's verification report",
 }
 
 
@@ -128,7 +129,10 @@ def test_files_and_functions_stay_small():
 def test_every_exception_to_the_size_budget_is_still_needed():
     """An exception whose file or function has come back under the budget is removed."""
     stale = [f for f in LONG_FILES if len((REPO / f).read_text().splitlines()) <= MAX_FILE_LINES]
-    lengths = {f"{p.relative_to(REPO).as_posix()}:{name}": n
-               for p in python_files() for name, n, _ in _function_lengths(p)}
+    lengths: dict[str, int] = {}
+    for path in python_files():
+        for name, n, _ in _function_lengths(path):  # two functions may share a name: the longest counts
+            key = f"{path.relative_to(REPO).as_posix()}:{name}"
+            lengths[key] = max(n, lengths.get(key, 0))
     stale += [f for f in LONG_FUNCTIONS if lengths.get(f, 0) <= MAX_FUNCTION_LINES]
     assert not stale, f"no longer over the budget, drop them from the lists: {stale}"
