@@ -50,6 +50,8 @@ class MammographyTrain(TrainConfig):
     lr: float = setting(1e-4, "Adam learning rate", positive=True)
     class_weighted: bool = setting(False, "inverse-frequency class weights in the loss (the fix for the "
                                           "all-NORM collapse, see README)")
+    sampling: str = setting("shuffle", "shuffle | balanced (every class drawn equally often, with replacement)",
+                            choices=("shuffle", "balanced"))
 
 
 @dataclass

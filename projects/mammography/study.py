@@ -24,7 +24,7 @@ from projects.core import artifacts, efficiency, timing, tracking
 from projects.core.digest import digest_files
 from projects.core.errors import InputError
 from projects.core.study import HoldoutData
-from projects.core.training import EpochHook, fit, make_loader, seed_everything
+from projects.core.training import EpochHook, balanced_sampler, fit, make_loader, seed_everything
 from projects.core.uncertainty import UnitScores, classification_scores
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
@@ -168,14 +168,16 @@ def _tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
 
 
-def _loader(images, targets, batch_size, shuffle, generator=None, drop_last=False, train=None) -> DataLoader:
+def _loader(images, targets, batch_size, shuffle, generator=None, drop_last=False, train=None,
+            sampler=None) -> DataLoader:
     """Films and labels in batches; `train` (the run's training settings) for the training and
     validation loaders (workers, pinned memory)."""
     ds = TensorDataset(_tensor(images), torch.from_numpy(targets))
     # drop_last only when it still leaves a batch: tiny sets must train too
     drop = drop_last and len(ds) > batch_size and len(ds) % batch_size != 0 and len(ds) % batch_size < 4
     if train is not None:
-        return make_loader(ds, train, shuffle=shuffle, generator=generator, drop_last=drop, batch_size=batch_size)
+        return make_loader(ds, train, shuffle=shuffle, generator=generator, drop_last=drop, batch_size=batch_size,
+                           sampler=sampler)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop)
 
 
@@ -195,7 +197,8 @@ def _evaluator(loss_fn: nn.Module, class_names):
         loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(truth)))
         pred = logits.argmax(1)
         m = cls_metrics.classification_metrics(truth, pred, class_names)
-        return {"loss": loss, "accuracy": m["accuracy"], "f1_macro": m["f1_macro"]}
+        return {"loss": loss, "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+                "f1_macro": m["f1_macro"]}
 
     return evaluate
 
@@ -284,7 +287,9 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
         freq = np.bincount(train_y, minlength=n_classes).astype(np.float64)
         inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
         weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
-    train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train)
+    sampler = balanced_sampler(train_y, generator) if config.sampling == "balanced" else None
+    train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train,
+                           sampler=sampler)
     val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False, train=config.train)
                   if len(prepared.targets["val"]) else None)
     # Validation loss is unweighted: it selects the model, it should not favour rare classes.

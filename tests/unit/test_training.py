@@ -104,3 +104,36 @@ def test_devices_and_precisions_are_checked_with_one_line():
         device.resolve_precision("fp16", "unet", cpu)
     with pytest.raises(InputError, match="precision"):
         TrainConfig(precision="fp8")
+
+
+def test_selection_on_a_validation_metric_keeps_its_best_epoch_ties_to_the_later():
+    loader, _ = _problem()
+    scores = [0.5, 0.7, 0.6, 0.7, 0.65]
+    seen = []
+
+    def evaluate(model, batches):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": 0.1 * len(seen), "balanced_accuracy": scores[len(seen) - 1]}  # loss alone would keep epoch 1
+
+    model = nn.Linear(4, 2)
+    config = TrainConfig(epochs=5, lr=0.05, select_on="balanced_accuracy", lr_schedule="cosine", progress=False)
+    result = fit(model, loader, loader, nn.CrossEntropyLoss(), config, evaluate, log=False)
+    assert result.best_epoch == 4 and result.best_metrics["val_balanced_accuracy"] == 0.7
+    assert all(torch.equal(v, seen[3][k]) for k, v in model.state_dict().items())
+    with pytest.raises(Exception, match="select_on: 'f1_macro' is not a validation metric of this study"):
+        fit(nn.Linear(4, 2), loader, loader, nn.CrossEntropyLoss(), TrainConfig(epochs=1, select_on="f1_macro",
+                                                                               progress=False),
+            lambda model, batches: {"loss": 0.1, "balanced_accuracy": 0.5}, log=False)
+
+
+def test_balanced_sampling_draws_every_class_about_equally():
+    import numpy as np
+
+    from projects.core.training import balanced_sampler
+
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    drawn = labels[list(balanced_sampler(labels, torch.Generator().manual_seed(0)))]
+    for _ in range(29):
+        drawn = np.concatenate([drawn, labels[list(balanced_sampler(labels, torch.Generator().manual_seed(_ + 1)))]])
+    shares = np.bincount(drawn, minlength=3) / len(drawn)
+    assert np.allclose(shares, 1 / 3, atol=0.05), shares  # against 0.90 / 0.09 / 0.01 in the data
