@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -144,6 +145,18 @@ class HoldoutData:
     @property
     def n_units(self) -> int:
         return len(set(self.units))
+
+
+# --- results on real data ------------------------------------------------------------------------
+@dataclass
+class RealDataBlock:
+    """One block of the real-data results page (pipeline/real_data.py): the study's grids on a
+    public data set under the data root, and how its runs are shown."""
+    name: str  # what --blocks selects, e.g. "roi"
+    grids: list  # the study's grid configs, data already pointed at the real set
+    metrics: tuple[str, ...]  # the held-out metrics the table shows (test_<name>, with intervals)
+    table: Callable[[Any], list[str]]  # rows (one per child run) -> markdown lines
+    parents: list[str] = field(default_factory=list)  # filled by the run
 
 
 # --- benchmarks --------------------------------------------------------------------------------
@@ -296,6 +309,10 @@ class Study:
         return ()
 
     def training_references(self) -> Sequence[TrainingReference]:
+        return ()
+
+    def real_data(self, root: Path, quick: bool) -> Sequence[RealDataBlock]:
+        """The study's blocks of the real-data results page (its public data sets under root)."""
         return ()
 
     def benchmark_sections(self) -> Mapping[str, Callable]:

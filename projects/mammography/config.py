@@ -26,6 +26,12 @@ class MammographyData(Section):
     augment_factor: int = setting(2, "training set size multiplier when augmenting (the paper's counts imply ~2x)",
                                   min=1)
     skip_missing: bool = setting(False, "skip Info.txt rows whose film file is missing")
+    # ROI: the location is given by Info.txt; this classifies a region, it does not detect one.
+    input: str = setting("film", "film (the whole film, the paper) | roi (crops of the annotated abnormalities "
+                                 "and of NORM breast tissue; image_size is the crop's side)", choices=("film", "roi"))
+    roi_crop_px: int = setting(192, "ROI crop side in original 1024-px film pixels (a lesion's crop also covers "
+                                    "2.4x its radius)", min=16)
+    roi_norm_crops: int = setting(2, "ROI crops per NORM film, inside the breast", min=1)
     embedded_size: int = setting(256, "resolution of the generated films when data=embedded", min=16)
 
     def validate(self) -> None:
@@ -35,6 +41,9 @@ class MammographyData(Section):
             parse_ratio(self.split)
         except InputError as exc:
             raise InputError("split", exc.problem) from None
+        if self.input == "roi" and self.augment:
+            raise InputError("augment", "the paper's film augmentation is for input=film; ROI training crops are "
+                                        "always augmented (re-cut from the film at every draw)")
 
 
 @dataclass
@@ -70,3 +79,9 @@ class MammographyConfig(Config):
     model: MammographyModel = section(MammographyModel)
     train: MammographyTrain = section(MammographyTrain)
     evaluation: MammographyEvaluation = section(MammographyEvaluation)
+
+    @property
+    def registry_task(self) -> str:
+        """The task as runs are tagged and models registered: ROI models take other inputs
+        than film models, so they are their own models (mammography-roi_<task>)."""
+        return self.task if self.input == "film" else f"roi_{self.task}"

@@ -44,8 +44,9 @@ def scenarios(grid: MammographyGridConfig) -> list[MammographyConfig]:
 
 
 def cell(cfg: MammographyConfig) -> tuple[str, dict]:
-    name = f"{cfg.arch}-{cfg.task}-{cfg.split.replace(':', '-')}-{'aug' if cfg.augment else 'orig'}-s{cfg.seed}"
-    return name, {"arch": cfg.arch, "task": cfg.task, "split": cfg.split, "augment": cfg.augment, "seed": cfg.seed}
+    name = f"{cfg.arch}-{cfg.registry_task}-{cfg.split.replace(':', '-')}-{'aug' if cfg.augment else 'orig'}-s{cfg.seed}"
+    return name, {"arch": cfg.arch, "task": cfg.task, "input": cfg.input, "split": cfg.split, "augment": cfg.augment,
+                  "seed": cfg.seed}
 
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")

@@ -39,6 +39,9 @@ def majority_baseline(y_train: np.ndarray, y_test: np.ndarray, n_classes: int) -
         "majority_class": float(majority),
         "majority_accuracy": float(skm.accuracy_score(y_test, pred)),
         "majority_f1_macro": float(skm.f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
+        # 1 / (classes present in the test set): what "better than chance" means for balanced accuracy
+        "majority_balanced_accuracy": float(skm.balanced_accuracy_score(y_test, pred)) if len(set(y_test)) > 1
+        else float(np.mean(y_test == pred)),
     }
 
 

@@ -13,7 +13,7 @@ class MammographyStudy(Study):
     name = "mammography"
     config_cls = MammographyConfig
     grid_cls = grid.MammographyGridConfig
-    tasks = TASKS
+    tasks = TASKS + tuple(f"roi_{t}" for t in TASKS)  # ROI models are models of their own (config.registry_task)
     headline = Headline("accuracy", "test accuracy", baselines=(tracking.baseline_metric("majority_accuracy"),),
                         # accuracy alone rewards the all-NORM collapse (64% for free), macro-F1 does not
                         selection=tracking.val_metric("f1_macro"), best_by="f1_macro")
@@ -29,8 +29,11 @@ class MammographyStudy(Study):
     dashboard = presentation.DASHBOARD
     profiles = profiles.PROFILES
 
+    def task_of(self, config) -> str:
+        return config.registry_task
+
     def run_name(self, config) -> str:
-        return f"{config.arch}-{config.task}-{config.split.replace(':', '-')}"
+        return f"{config.arch}-{config.registry_task}-{config.split.replace(':', '-')}"
 
     def grid_run_name(self, grid_config) -> str:
         return f"grid-{grid_config.base.task}"
@@ -86,6 +89,11 @@ class MammographyStudy(Study):
         from projects.mammography.benchmark import REFERENCE_MODELS
 
         return REFERENCE_MODELS
+
+    def real_data(self, root, quick):
+        from projects.mammography.real_data import blocks
+
+        return blocks(root, quick)
 
     def training_references(self):
         from projects.mammography.benchmark import TRAINING_REFERENCES

@@ -29,6 +29,7 @@ from projects.core.uncertainty import UnitScores, classification_scores
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
+from projects.mammography import roi, roi_data
 from projects.mammography.holdout import holdout_digest, holdout_patients
 from projects.mammography.models import ClassProbabilities, build_classifier
 from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
@@ -51,6 +52,8 @@ class PreparedData:
     holdout: set[str] = field(default_factory=set)  # patients of the study's fixed holdout (never used here)
     holdout_digest: str = "none"
     holdout_films: list = field(default_factory=list)  # this task's films of the holdout patients
+    roi_train: roi_data.RoiSplit | None = None  # input=roi: the training crops' sources ...
+    roi_images: dict[str, np.ndarray] = field(default_factory=dict)  # ... and their films, to re-cut them
 
 
 def resolve_data_root(config: MammographyConfig) -> Path:
@@ -106,6 +109,9 @@ def prepare_data(config: MammographyConfig) -> PreparedData:
     labels = np.asarray(labels, dtype=np.int64)
     assignment = split_films([f.id for f in kept], list(labels), parse_ratio(config.split),
                              config.val_fraction, config.seed)
+    held_films = mias.task_view([f for f in films if patient_id(f.id) in held], config.task)[0] if held else []
+    if config.input == "roi":
+        return _prepare_roi(config, root, kept, labels, assignment, digest, skipped, held, films, held_films)
     resized = _read_resized(root.resolve(), config.skip_missing, config.image_size)
     images, targets, ids = {}, {}, {}
     for part in ("train", "val", "test"):
@@ -115,9 +121,26 @@ def prepare_data(config: MammographyConfig) -> PreparedData:
         ids[part] = [kept[i].id for i in idx]
     if len(targets["test"]) == 0 or len(targets["train"]) == 0:
         raise InputError(root, f"split {config.split} leaves an empty train or test set ({len(kept)} films)")
-    held_films = mias.task_view([f for f in films if patient_id(f.id) in held], config.task)[0] if held else []
     return PreparedData(root, kept, labels, class_names, assignment, images, targets, digest, skipped, ids, held,
                         holdout_digest(films, held), list(held_films))
+
+
+def _prepare_roi(config: MammographyConfig, root: Path, kept: list, labels: np.ndarray, assignment: dict,
+                 digest: str, skipped: list[str], held: set[str], films: list, held_films: list) -> PreparedData:
+    """input=roi: the same patient-level split of films, each side as crops (roi_data)."""
+    images = roi.load_images(kept + list(held_films))  # at the films' own resolution; the holdout's checked too
+    spec = roi_data.spec_of(config)
+    parts, no_crop = {}, []
+    for part in ("train", "val", "test"):
+        parts[part], why = roi_data.split_crops([f for f in kept if assignment[f.id] == part], images, config.task, spec)
+        no_crop += why
+    if len(parts["train"].targets) == 0 or len(parts["test"].targets) == 0:
+        raise InputError(root, f"split {config.split} leaves no {config.task} crop in train or test")
+    return PreparedData(root, kept, labels, roi_data.CLASS_NAMES[config.task], assignment,
+                        {k: v.images for k, v in parts.items()}, {k: v.targets for k, v in parts.items()}, digest,
+                        skipped + sorted(set(no_crop)), {k: v.film_ids for k, v in parts.items()}, held,
+                        holdout_digest(films, held), list(held_films), parts["train"],
+                        {f.id: images[f.id] for f in kept})
 
 
 def holdout_data(config: MammographyConfig) -> HoldoutData | None:
@@ -129,6 +152,13 @@ def holdout_data(config: MammographyConfig) -> HoldoutData | None:
     if not held:
         return None
     kept, labels, class_names = mias.task_view([f for f in films if patient_id(f.id) in held], config.task)
+    if config.input == "roi":
+        crops, _ = roi_data.split_crops(kept, roi.load_images(kept), config.task, roi_data.spec_of(config))
+        units = [patient_id(f) for f in crops.film_ids]
+        table = pd.DataFrame({"film": crops.film_ids, "patient": units,
+                              "label": [roi_data.CLASS_NAMES[config.task][k] for k in crops.targets]})
+        return HoldoutData(_tensor(crops.images).numpy(), crops.targets, units, holdout_digest(films, held),
+                           str(root), table)
     resized = _read_resized(root, config.skip_missing, config.image_size)
     units = [patient_id(f.id) for f in kept]
     table = pd.DataFrame({"film": [f.id for f in kept], "patient": units,
@@ -219,7 +249,7 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     if active is None:
         raise RuntimeError("mammography.run needs an active MLflow run")
     mlflow.set_tags(tracking.standard_tags(
-        study=STUDY, task=config.task, arch=config.arch, split=config.split, augment=config.augment,
+        study=STUDY, task=config.registry_task, arch=config.arch, split=config.split, augment=config.augment,
         seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind)
         | {tracking.TAG_HOLDOUT_DIGEST: prepared.holdout_digest})
     tracking.log_config(config)
@@ -237,6 +267,7 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     test = cls_metrics.classification_metrics(truth, pred, prepared.class_names)
     test["accuracy_minus_baseline"] = test["accuracy"] - base["majority_accuracy"]
     test["f1_macro_minus_baseline"] = test["f1_macro"] - base["majority_f1_macro"]
+    test["balanced_accuracy_minus_baseline"] = test["balanced_accuracy"] - base["majority_balanced_accuracy"]
     tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
     # Resampled by patient: a film pair is one observation, not two.
     scores = classification_scores(truth, pred, [patient_id(f) for f in prepared.ids["test"]],
@@ -246,9 +277,9 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     with tempfile.TemporaryDirectory() as tmp:
         _log_test_artifacts(config, prepared, matrix, truth, pred, test, base, Path(tmp))
         _log_efficiency(model, config, len(prepared.class_names), prepared.images["test"], Path(tmp))
-    print(f"[mammography] {config.task} {config.arch} split={config.split} augment={config.augment}: "
+    print(f"[mammography] {config.registry_task} {config.arch} split={config.split} augment={config.augment}: "
           f"test accuracy {test['accuracy']:.3f} (majority baseline {base['majority_accuracy']:.3f}), "
-          f"F1-macro {test['f1_macro']:.3f}", file=sys.stderr)
+          f"balanced accuracy {test['balanced_accuracy']:.3f}, F1-macro {test['f1_macro']:.3f}", file=sys.stderr)
     return MammographyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
                              | {tracking.baseline_metric(k): v for k, v in base.items()},
                              prepared.class_names, matrix)
@@ -288,8 +319,13 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
         inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
         weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
     sampler = balanced_sampler(train_y, generator) if config.sampling == "balanced" else None
-    train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train,
-                           sampler=sampler)
+    if prepared.roi_train is not None:  # ROI: every draw re-cuts its crop from the film, augmented
+        ds = roi_data.AugmentedCrops(prepared.roi_train, prepared.roi_images, config.image_size, config.seed)
+        train_loader = make_loader(ds, config.train, shuffle=True, generator=generator, drop_last=len(ds) > config.batch_size,
+                                   sampler=sampler)
+    else:
+        train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train,
+                               sampler=sampler)
     val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False, train=config.train)
                   if len(prepared.targets["val"]) else None)
     # Validation loss is unweighted: it selects the model, it should not favour rare classes.

@@ -129,6 +129,11 @@ class PathologyStudy(Study):
 
         return REFERENCE_MODELS
 
+    def real_data(self, root, quick):
+        from projects.pathology.real_data import blocks
+
+        return blocks(root, quick)
+
     def training_references(self):
         from projects.pathology.benchmark import TRAINING_REFERENCES
 

@@ -17,6 +17,7 @@ from projects.mammography import grid as grid_mod
 from projects.mammography import study
 from projects.mammography.cli import main as mammography_main
 from projects.mammography.config import MammographyConfig
+from projects.mammography.splits import patient_id
 
 from conftest import running_runs
 
@@ -213,3 +214,28 @@ def test_entry_point_via_mlflow_run(tmp_path):
     runs = mlflow.search_runs(experiment_names=["mammography"])
     assert len(runs) == 1 and runs.status[0] == "FINISHED"
     assert "metrics.test_accuracy" in runs and runs["tags.study"][0] == "mammography"
+
+
+def test_roi_input_trains_on_crops_and_is_its_own_registered_model():
+    """input=roi: crops of the annotated regions (and of NORM breast tissue), split by patient
+    over films; the run is tagged and registered as mammography-roi_<task>."""
+    from registry import store
+
+    cfg = MammographyConfig(**FAST | {"input": "roi", "task": "normal_abnormal", "image_size": 32,
+                                      "select_on": "balanced_accuracy", "sampling": "balanced", "log_model": True})
+    prepared = study.prepare_data(cfg)
+    crops = {part: len(prepared.targets[part]) for part in ("train", "val", "test")}
+    films = {part: sum(v == part for v in prepared.assignment.values()) for part in ("train", "val", "test")}
+    assert all(crops[p] >= films[p] for p in crops)  # every film gives at least one crop (NORM: two)
+    test_films = {f for f, part in prepared.assignment.items() if part == "test"}
+    assert set(prepared.ids["test"]) <= test_films and not set(prepared.ids["train"]) & test_films
+    assert set(prepared.targets["test"]) == {0, 1}
+    run, _ = _run(cfg)
+    assert run.data.tags["task"] == "roi_normal_abnormal" and run.data.params["input"] == "roi"
+    m = run.data.metrics
+    assert m["test_n_units"] == len({patient_id(f) for f in prepared.ids["test"]})  # patients, not crops
+    assert m["test_balanced_accuracy_minus_baseline"] == pytest.approx(
+        m["test_balanced_accuracy"] - m["baseline_majority_balanced_accuracy"])
+    assert store.register_run(run.info.run_id).name == "mammography-roi_normal_abnormal"
+    with pytest.raises(InputError, match="augment"):
+        MammographyConfig(**FAST | {"input": "roi", "augment": True})

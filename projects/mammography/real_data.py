@@ -1,0 +1,68 @@
+"""mini-MIAS blocks of the real-data results page (pipeline/real_data.py): the ROI recipe
+and the whole-film recipe, each task on the patient-level 80:20 split over 3 seeds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from projects.core.study import RealDataBlock
+from projects.mammography.config import MammographyConfig
+from projects.mammography.grid import MammographyGridConfig
+
+SEEDS = 3
+METRICS = ("balanced_accuracy", "f1_macro", "accuracy")
+# The ROI recipe, chosen on validation in the ROI study behind projects/mammography/roi.py:
+# resnet18 from scratch, Adam 1e-3 + weight decay 1e-4, cosine decay, batch 32, the epoch with
+# the best validation score of the task's own metric.
+ROI = dict(input="roi", arch="resnet18", lr=1e-3, weight_decay=1e-4, lr_schedule="cosine", batch_size=32,
+           onnx_timing=False, progress=False)
+FILM = dict(arch="resnet18", image_size=128, epochs=20, lr=1e-3, class_weighted=True, onnx_timing=False,
+            progress=False)  # the README's fix for the paper's all-NORM collapse
+BLOCKS = {
+    "roi": [dict(ROI, task="normal_abnormal", image_size=48, epochs=30, class_weighted=True,
+                 select_on="balanced_accuracy"),
+            dict(ROI, task="7class", image_size=64, epochs=40, sampling="balanced", select_on="f1_macro"),
+            dict(ROI, task="benign_malignant", image_size=64, epochs=30, class_weighted=True,
+                 select_on="balanced_accuracy")],
+    "film": [dict(FILM, task="7class", select_on="f1_macro"),
+             dict(FILM, task="normal_abnormal", select_on="balanced_accuracy")],
+}
+
+
+def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
+    mias = root / "mias"
+    if not mias.is_dir():
+        return []
+    out = []
+    for name, cells in BLOCKS.items():
+        grids = [MammographyGridConfig(base=MammographyConfig.of(data=str(mias), **(cell | ({"epochs": 2} if quick
+                                                                                           else {}))),
+                                       splits=["80:20"], augment_options=[False], benign_malignant=False,
+                                       repeats=1 if quick else SEEDS) for cell in cells]
+        out.append(RealDataBlock(f"mias-{name}", grids, METRICS, table))
+    return out
+
+
+def _cell(value, ci) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    low, high = ci
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+
+
+def table(rows: pd.DataFrame) -> list[str]:
+    lines = ["| task | seed | balanced accuracy [95% CI] | macro-F1 [95% CI] | accuracy [95% CI] | "
+             "majority: acc / bal. acc / macro-F1 | test patients |", "|---|---|---|---|---|---|---|"]
+    for _, r in rows.sort_values(["task", "seed"]).iterrows():
+        lines.append(f"| {r['task']} | {r['seed']} | {_cell(r['balanced_accuracy'], r['balanced_accuracy_ci'])} | "
+                     f"{_cell(r['f1_macro'], r['f1_macro_ci'])} | {_cell(r['accuracy'], r['accuracy_ci'])} | "
+                     f"{r.get('baseline_majority_accuracy', float('nan')):.3f} / "
+                     f"{r.get('baseline_majority_balanced_accuracy', float('nan')):.3f} / "
+                     f"{r.get('baseline_majority_f1_macro', float('nan')):.3f} | {r['units']:.0f} |")
+    stats = rows.groupby("task")[["balanced_accuracy", "f1_macro"]].agg(["mean", "std", "count"])
+    lines += [""] + [f"- {task}: mean over {stats.loc[task, ('f1_macro', 'count')]:.0f} seeds: balanced accuracy "
+                     f"{stats.loc[task, ('balanced_accuracy', 'mean')]:.3f} (sd {stats.loc[task, ('balanced_accuracy', 'std')]:.3f}), "
+                     f"macro-F1 {stats.loc[task, ('f1_macro', 'mean')]:.3f} (sd {stats.loc[task, ('f1_macro', 'std')]:.3f})"
+                     for task in stats.index]
+    return lines
