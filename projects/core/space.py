@@ -159,6 +159,16 @@ class Space:
     def searched(self) -> list[str]:
         return [p.name for p in self.params if not isinstance(p, Fixed)]
 
+    def size(self) -> int | None:
+        """How many distinct configs the space holds (None when a field is a continuous range)."""
+        n = 1
+        for p in self.params:
+            values = p.values()
+            if values is None:
+                return None
+            n *= len(values)
+        return n
+
     def text(self) -> str:
         """The space in `--space` syntax (logged on the parent run, pasteable)."""
         return ",".join(f"{p.name}={p.text()}" for p in self.params)

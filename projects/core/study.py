@@ -311,6 +311,10 @@ class Study:
     def training_references(self) -> Sequence[TrainingReference]:
         return ()
 
+    def paper_cells(self) -> Sequence[Mapping[str, Any]]:
+        """The configs the study's paper trained (settings by name): `--enqueue paper` tries them first."""
+        return ()
+
     def real_data(self, root: Path, quick: bool) -> Sequence[RealDataBlock]:
         """The study's blocks of the real-data results page (its public data sets under root)."""
         return ()

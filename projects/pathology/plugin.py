@@ -129,6 +129,11 @@ class PathologyStudy(Study):
 
         return REFERENCE_MODELS
 
+    def paper_cells(self):
+        from projects.pathology.paper import TABLE_V
+
+        return [{"arch": c.arch, "filters": c.filters, "depth": c.depth} for c in TABLE_V]
+
     def real_data(self, root, quick):
         from projects.pathology.real_data import blocks
 

@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", default="median",
                    help="median | percentile:P | sha | hyperband | threshold:lower=X | none; options "
                         "after a colon: startup=N,warmup=N,min=N,factor=N (e.g. median:startup=1)")
-    p.add_argument("--sampler", default=d.sampler, help="auto (TPE, multi-objective too) | tpe | nsga2 | nsga3 | random | gp")
+    p.add_argument("--sampler", default=d.sampler, help="auto (brute force when the space is discrete and at most 3x "
+                                                       "the trials, else TPE) | brute | tpe | nsga2 | nsga3 | random | gp")
+    p.add_argument("--warm-start", type=cli.str2bool, default=False,
+                   help="add the store's finished runs that this search could have trained as trials (not retrained)")
+    p.add_argument("--enqueue", default="", help="configs tried first: 'paper' (the study's published cells) or "
+                                               "'arch=unet,depth=4;arch=elunet,depth=5'")
     p.add_argument("--name", default="", help="search name = Optuna study name; the same name resumes "
                                              "(default: <study>-<timestamp>)")
     p.add_argument("--storage", default="", help="Optuna storage: empty = SQLite beside the tracking store; "
@@ -87,7 +92,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         objectives=tuple(cli.str_list(args.objectives)), pruner=args.pruner, sampler=args.sampler,
         space=args.space, storage=args.storage.strip(), n_workers=args.n_workers, timeout=args.timeout,
         epoch_budget=args.epoch_budget, max_size_mb=args.max_size_mb, max_latency_ms=args.max_latency_ms,
-        max_params=args.max_params, seed=args.seed, heartbeat_s=args.heartbeat, plots=args.plots)
+        max_params=args.max_params, seed=args.seed, heartbeat_s=args.heartbeat, plots=args.plots,
+        warm_start=args.warm_start, enqueue=args.enqueue)
 
 
 @cli.entry_point

@@ -115,7 +115,8 @@ def open_study(ctx: SearchContext):
     if seed is not None:
         # Same seed on a resume or in another worker would replay the same first proposals.
         seed = seed + 7919 * len(study.get_trials(deepcopy=False)) + 104729 * ctx.worker_index
-    sampler, ctx.sampler_text = build_sampler(ctx.settings.sampler, len(ctx.objectives), ctx.settings.n_trials, seed)
+    sampler, ctx.sampler_text = build_sampler(ctx.settings.sampler, len(ctx.objectives), ctx.settings.n_trials, seed,
+                                              ctx.space.size())
     ctx.study = optuna.load_study(study_name=ctx.name, storage=storage, sampler=sampler, pruner=pruner)
     return ctx.study
 

@@ -35,6 +35,7 @@ from projects.search.names import STUDY_ATTR_PARENT, TAG_SEARCH_NAME, TAG_TRIAL_
 from projects.search.parent import elect_parent, log_parent_params
 from projects.search.report import SearchSummary, finalize
 from projects.search.settings import SearchSettings
+from projects.search import warm
 from projects.search.workers import run_workers, work
 
 
@@ -67,6 +68,18 @@ def _open_parent(ctx: SearchContext, launcher_run_id: str | None, prepared) -> N
     log_parent_params(ctx, prepared)
 
 
+def _warm_start(ctx: SearchContext) -> None:
+    """Finished runs of the store as trials, then the named configs queued (projects.search.warm)."""
+    seeded = warm.seed_from_runs(ctx) if ctx.settings.warm_start else 0
+    queued = warm.enqueue_named(ctx, ctx.settings.enqueue)
+    if seeded or queued:
+        print(f"[search {ctx.name}] warm start: {seeded} finished run(s) added as trials (not retrained), "
+              f"{queued} named config(s) queued first", file=sys.stderr, flush=True)
+    client = MlflowClient()
+    client.set_tag(ctx.parent_run_id, "warm_started_trials", str(sum(
+        1 for t in ctx.study.get_trials(deepcopy=False) if t.user_attrs.get(warm.ATTR_WARM))))
+
+
 def run_search(settings: SearchSettings, launcher_run_id: str | None = None) -> SearchSummary:
     """A whole search from this machine: study, parent run, K workers, the end summary."""
     tracking.setup_tracking()
@@ -74,6 +87,7 @@ def run_search(settings: SearchSettings, launcher_run_id: str | None = None) -> 
     open_study(ctx)
     prepared = _warm_data(ctx)  # bad data fails here, before a parent run exists
     _open_parent(ctx, launcher_run_id, prepared)
+    _warm_start(ctx)
     done = done_count(counts(ctx.study.get_trials(deepcopy=False)))
     print(f"[search {ctx.name}] {settings.study}: {done}/{settings.n_trials} trials done; parent run "
           f"{ctx.parent_run_id}; storage {safe_url(ctx.storage_url)}", file=sys.stderr, flush=True)

@@ -93,11 +93,26 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__name__}({', '.join(f'{k}={v}' for k, v in sorted(keep.items()))})"
 
 
-def build_sampler(spec: str, n_objectives: int, n_trials: int, seed: int | None):
+# A discrete space of at most this many times the trial budget is enumerated (BruteForceSampler):
+# TPE re-proposes cells it has tried in small spaces (each one a proposal spent), and with few
+# more cells than trials there is nothing for a model of the space to learn.
+ENUMERATE_UP_TO = 3
+
+
+def build_sampler(spec: str, n_objectives: int, n_trials: int, seed: int | None, space_size: int | None = None):
+    """The sampler for a spec; `auto` enumerates a small discrete space (space_size cells)."""
     from optuna import samplers
 
     name, opts, _ = _spec(spec or "auto")
     startup = int(opts.get("startup", max(3, min(10, n_trials // 3))))
+    if name == "auto" and space_size is not None and space_size <= ENUMERATE_UP_TO * n_trials:
+        name = "brute"
+    if name in ("brute", "bruteforce", "grid"):
+        if space_size is None:
+            raise InputError("--sampler", "brute force needs a discrete space (every field a list or an integer "
+                                          "range); this one has a continuous range")
+        sampler = samplers.BruteForceSampler(seed=seed)
+        return sampler, f"BruteForceSampler(seed={seed}, {space_size} configs)"
     if name in ("auto", "tpe", "motpe"):
         # TPE handles one objective and several (MOTPE); it suits budgets of tens of trials,
         # where NSGA-II's generations (population 50 by default) would be mostly random.
@@ -113,7 +128,7 @@ def build_sampler(spec: str, n_objectives: int, n_trials: int, seed: int | None)
     elif name == "gp":
         sampler = samplers.GPSampler(seed=seed, n_startup_trials=startup)
     else:
-        raise InputError("--sampler", f"unknown sampler {spec!r}; use auto, tpe, nsga2, nsga3, random or gp")
+        raise InputError("--sampler", f"unknown sampler {spec!r}; use auto, brute, tpe, nsga2, nsga3, random or gp")
     detail = f"population={pop}" if name.startswith("nsga") else "" if name == "random" else f"startup={startup}"
     return sampler, f"{type(sampler).__name__}(seed={seed}{', ' + detail if detail else ''})"
 

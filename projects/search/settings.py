@@ -21,7 +21,9 @@ class SearchSettings:
     epochs: int = 5  # per trial
     objectives: Sequence[str] = ("accuracy",)
     pruner: Any = "median"  # spec string (see build_pruner) or an optuna pruner object
-    sampler: str = "auto"  # auto | tpe | nsga2 | nsga3 | random | gp
+    sampler: str = "auto"  # auto (brute force for a small discrete space, else TPE) | brute | tpe | nsga2 | nsga3 | random | gp
+    warm_start: bool = False  # add the store's finished runs that match the search as complete trials
+    enqueue: str = ""  # configs tried first: "paper" (the study's published cells) or "a=1,b=2;a=3,b=4"
     space: str = ""  # --space overrides of the study's default space
     storage: str = ""  # "" (SQLite beside the tracking store) | RDB URL | journal:<file>
     n_workers: int = 1  # worker processes on this machine

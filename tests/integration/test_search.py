@@ -619,3 +619,38 @@ def test_a_duplicate_queues_an_untried_config():
     for copy in (t for t in study.trials if t.user_attrs.get("duplicate_of") is not None):
         queued = [t for t in study.trials if t.user_attrs.get("queued_after_duplicate") == copy.number]
         assert len(queued) == 1 and admission.config_key(queued[0].params) != admission.config_key(copy.params)
+
+
+FIXED = "lr=0.001,batch_size=8,equalization=hist"  # the rest of the default space, held fixed
+
+
+def test_a_small_discrete_space_is_enumerated_without_repeats():
+    space = f"arch=unet|elunet,depth=2,filters=2|4,{FIXED}"  # 4 configs, 4 trials: brute force, each once
+    summary = driver.run_search(tiny(name="enumerated", n_trials=4, epochs=1, space=space))
+    assert summary.n_complete == 4 and summary.n_duplicate == 0
+    study = load("enumerated")
+    tried = [(t.params["arch"], t.params["filters"]) for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert sorted(tried) == [("elunet", 2), ("elunet", 4), ("unet", 2), ("unet", 4)]
+    assert "BruteForceSampler" in MlflowClient().get_run(summary.parent_run_id).data.params["search.sampler"]
+
+
+def test_a_search_seeded_with_earlier_runs_does_not_retrain_them():
+    space = f"arch=unet|elunet,depth=2,filters=2,{FIXED}"
+    first = driver.run_search(tiny(name="earlier", n_trials=2, epochs=1, space=space))
+    trained = {r.info.run_id for r in children(first.parent_run_id)}
+    assert len(trained) == 2
+    # Same space, same training settings: both configs come from the store, none is trained;
+    # a named config outside them is queued first and is the only one trained.
+    second = driver.run_search(tiny(name="later", n_trials=3, epochs=1, warm_start=True,
+                                    space=f"arch=unet|elunet,depth=2,filters=2|4,{FIXED}",
+                                    enqueue="arch=elunet,filters=4"))
+    kids = children(second.parent_run_id)
+    assert len(kids) == 1 and kids[0].data.params["arch"] == "elunet" and kids[0].data.params["filters"] == "4"
+    study = load("later")
+    seeded = [t for t in study.get_trials() if t.user_attrs.get("warm_start_run")]
+    assert {t.user_attrs["warm_start_run"] for t in seeded} == trained
+    assert all(t.state.name == "COMPLETE" and t.values for t in seeded)
+    assert MlflowClient().get_run(second.parent_run_id).data.tags["warm_started_trials"] == "2"
+    # Runs trained with other settings (here: 2 epochs, not 1) are not theirs to reuse.
+    third = driver.run_search(tiny(name="other-epochs", n_trials=1, epochs=2, warm_start=True, space=space))
+    assert len(children(third.parent_run_id)) == 1
