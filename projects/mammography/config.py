@@ -70,6 +70,8 @@ class MammographyEvaluation(Section):
     # cpu_*_onnx metrics beside the eager ones (benchmarks/RESULTS.md: which runtime is fastest).
     onnx_timing: bool = setting(True, "also time ONNX Runtime (cpu_total_s_onnx ...)")
     log_model: bool = setting(True, "log the full MLflow model (a registry candidate), not only the weights")
+    tta: bool = setting(False, "evaluate (validation, test, the logged model) on the mean of the 8 flips and "
+                               "quarter turns of each input (costs 8x at prediction; the ROI recipe uses it)")
 
 
 @dataclass(init=False)

@@ -11,6 +11,7 @@ scale, any rotation, intensity, flips), so each epoch sees new views of the same
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,12 +62,23 @@ def split_crops(films: list[Film], images: dict[str, np.ndarray], task: str, spe
 
 
 class AugmentedCrops(Dataset):
-    """Training crops re-cut from their films at every draw (roi.augment_crop); item i's
-    draws are seeded by (seed, i, how often it was drawn), so a run is reproducible."""
+    """Training crops re-cut from their films at every draw (roi.augment_crop); a NORM crop
+    moves to a fresh point of its film's breast each time (the ROI study's recipe: new
+    tissue every epoch). Item i's draws are seeded by (seed, i, how often it was drawn), so
+    a run is reproducible."""
 
-    def __init__(self, split: RoiSplit, images: dict[str, np.ndarray], size: int, seed: int):
+    def __init__(self, split: RoiSplit, images: dict[str, np.ndarray], size: int, seed: int,
+                 spec: roi.RoiSpec | None = None):
         self.split, self.images, self.size, self.seed = split, images, size, seed
         self.draws = np.zeros(len(split.items), np.int64)
+        spec = spec or roi.RoiSpec(input_size=size)
+        self.regions = {}  # NORM film -> (x, y) film-px centres of its allowed region
+        for item in split.items:
+            if not item.lesion and item.film_id not in self.regions:
+                image = images[item.film_id]
+                ys, xs = np.nonzero(roi.norm_region(image, spec))
+                f = roi.film_scale(image)
+                self.regions[item.film_id] = ((xs + 0.5) / f, (ys + 0.5) / f)
 
     def __len__(self) -> int:
         return len(self.split.items)
@@ -75,5 +87,9 @@ class AugmentedCrops(Dataset):
         item = self.split.items[i]
         rng = np.random.default_rng((self.seed, i, int(self.draws[i])))
         self.draws[i] += 1
+        xs, ys = self.regions.get(item.film_id, ((), ()))
+        if not item.lesion and len(xs):
+            j = int(rng.integers(len(xs)))
+            item = dataclasses.replace(item, cx=float(xs[j]), cy=float(ys[j]))
         x = roi.augment_crop(self.images[item.film_id], item, self.size, rng)
         return torch.from_numpy(x).unsqueeze(0), torch.tensor(self.split.targets[i])

@@ -31,7 +31,7 @@ from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
 from projects.mammography import roi, roi_data
 from projects.mammography.holdout import holdout_digest, holdout_patients
-from projects.mammography.models import ClassProbabilities, build_classifier
+from projects.mammography.models import ClassProbabilities, build_classifier, deployed
 from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
 
 STUDY = "mammography"
@@ -221,9 +221,9 @@ def _predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarr
     return torch.cat(logits).float().cpu().numpy(), torch.cat(truth).cpu().numpy(), 0.0
 
 
-def _evaluator(loss_fn: nn.Module, class_names):
+def _evaluator(loss_fn: nn.Module, class_names, tta: bool = False):
     def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        logits, truth, _ = _predict(model, loader)
+        logits, truth, _ = _predict(deployed(model, tta), loader)
         loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(truth)))
         pred = logits.argmax(1)
         m = cls_metrics.classification_metrics(truth, pred, class_names)
@@ -260,7 +260,7 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     # Baseline first: it is what the result must beat, logged even if training dies.
     base = cls_metrics.majority_baseline(train_y, prepared.targets["test"], len(prepared.class_names))
     tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
-    model = _train(config, prepared, train_x, train_y, on_epoch)
+    model = deployed(_train(config, prepared, train_x, train_y, on_epoch), config.tta)
     logits, truth, _ = _predict(model, _loader(prepared.images["test"], prepared.targets["test"],
                                                config.batch_size, False))
     pred = logits.argmax(1)
@@ -320,7 +320,8 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
         weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
     sampler = balanced_sampler(train_y, generator) if config.sampling == "balanced" else None
     if prepared.roi_train is not None:  # ROI: every draw re-cuts its crop from the film, augmented
-        ds = roi_data.AugmentedCrops(prepared.roi_train, prepared.roi_images, config.image_size, config.seed)
+        ds = roi_data.AugmentedCrops(prepared.roi_train, prepared.roi_images, config.image_size, config.seed,
+                                     roi_data.spec_of(config))
         train_loader = make_loader(ds, config.train, shuffle=True, generator=generator, drop_last=len(ds) > config.batch_size,
                                    sampler=sampler)
     else:
@@ -330,7 +331,8 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
                   if len(prepared.targets["val"]) else None)
     # Validation loss is unweighted: it selects the model, it should not favour rare classes.
     result = fit(model, train_loader, val_loader, nn.CrossEntropyLoss(weight=weight), config.train,
-                 _evaluator(nn.CrossEntropyLoss(), prepared.class_names), on_epoch=on_epoch, family="timm")
+                 _evaluator(nn.CrossEntropyLoss(), prepared.class_names, config.tta), on_epoch=on_epoch,
+                 family="timm")
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})
     return model
@@ -369,7 +371,7 @@ def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
     size = efficiency.save_weights(model, weights)
     mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
     n = len(test_images) if not config.cpu_predict_n else min(config.cpu_predict_n, len(test_images))
-    timings = timing.time_cpu_runtimes(lambda: build_classifier(config.arch, n_classes), weights,
+    timings = timing.time_cpu_runtimes(lambda: deployed(build_classifier(config.arch, n_classes), config.tta), weights,
                                           _tensor(test_images[:n]), config.batch_size, onnx=config.onnx_timing)
     tracking.log_metrics_finite({
         tracking.M_PARAMS: efficiency.count_params(model),

@@ -222,7 +222,8 @@ def test_roi_input_trains_on_crops_and_is_its_own_registered_model():
     from registry import store
 
     cfg = MammographyConfig(**FAST | {"input": "roi", "task": "normal_abnormal", "image_size": 32,
-                                      "select_on": "balanced_accuracy", "sampling": "balanced", "log_model": True})
+                                      "select_on": "balanced_accuracy", "sampling": "balanced", "log_model": True,
+                                      "tta": True})
     prepared = study.prepare_data(cfg)
     crops = {part: len(prepared.targets[part]) for part in ("train", "val", "test")}
     films = {part: sum(v == part for v in prepared.assignment.values()) for part in ("train", "val", "test")}
@@ -237,5 +238,10 @@ def test_roi_input_trains_on_crops_and_is_its_own_registered_model():
     assert m["test_balanced_accuracy_minus_baseline"] == pytest.approx(
         m["test_balanced_accuracy"] - m["baseline_majority_balanced_accuracy"])
     assert store.register_run(run.info.run_id).name == "mammography-roi_normal_abnormal"
+    # the logged model is the 8-view mean: probabilities, the same for a crop and its mirror
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/{tracking.MODEL_ARTIFACT}")
+    crops = prepared.images["test"][:2].astype(np.float32)[:, None] / 255.0
+    probs, mirrored = model.predict(crops), model.predict(np.ascontiguousarray(crops[..., ::-1]))
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and np.allclose(probs, mirrored, atol=1e-5)
     with pytest.raises(InputError, match="augment"):
         MammographyConfig(**FAST | {"input": "roi", "augment": True})
