@@ -153,8 +153,11 @@ def summarise_parent(study, runs: pd.DataFrame, table: pd.DataFrame) -> None:
     summary = study.summary_lines(table)
     if summary:
         lines += ["", "```", *summary, "```"]
-    lines += ["", f"The paper against ours: `grid/paper_vs_ours` (table) in this run's artifacts; the dashboard "
-                  f"page `dashboards/out/{study.name}.html` (`mlflow run . -e dashboard --env-manager local`)."]
+    dashboards = tracking.ui_experiment_url(tracking.ensure_experiment(tracking.EXPERIMENTS["dashboard"]),
+                                            tracking.IN_UI)
+    lines += ["", f"The paper against ours: `grid/paper_vs_ours` (table) in this run's artifacts; the trade-off "
+                  f"page `{study.name}.html` among the artifacts of the [dashboard runs]({dashboards}) "
+                  "(`mlflow run . -e dashboard --env-manager local` writes them)."]
     mlflow.set_tag("mlflow.note.content", "\n".join(lines)[:5000])
 
 
