@@ -153,10 +153,11 @@ def summarise_parent(study, runs: pd.DataFrame, table: pd.DataFrame) -> None:
     summary = study.summary_lines(table)
     if summary:
         lines += ["", "```", *summary, "```"]
-    dashboards = tracking.ui_experiment_url(tracking.ensure_experiment(tracking.EXPERIMENTS["dashboard"]),
-                                            tracking.IN_UI)
+    dash = mlflow.get_experiment_by_name(tracking.EXPERIMENTS["dashboard"])  # none until a dashboard is built
+    where = (f"[dashboard runs]({tracking.ui_experiment_url(dash.experiment_id, tracking.IN_UI)})" if dash
+             else "dashboard runs")
     lines += ["", f"The paper against ours: `grid/paper_vs_ours` (table) in this run's artifacts; the trade-off "
-                  f"page `{study.name}.html` among the artifacts of the [dashboard runs]({dashboards}) "
+                  f"page `{study.name}.html` among the artifacts of the {where} "
                   "(`mlflow run . -e dashboard --env-manager local` writes them)."]
     mlflow.set_tag("mlflow.note.content", "\n".join(lines)[:5000])
 
