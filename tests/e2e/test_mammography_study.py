@@ -193,8 +193,11 @@ def test_failure_inside_a_run_marks_it_failed(monkeypatch):
 def test_real_mini_mias_loads_all_films(shared_data):
     cfg = MammographyConfig(data=str(shared_data / "mias"), image_size=32)
     prepared = study.prepare_data(cfg)
-    assert len(prepared.films) == 322
-    counts = dict(zip(*np.unique([f.label for f in prepared.films], return_counts=True)))
+    # the fixed holdout's patients are set aside before any split: together they are all 322 films
+    films = prepared.films + prepared.holdout_films
+    assert len(films) == 322 and len(prepared.holdout_films) > 0
+    assert not {f.id for f in prepared.films} & {f.id for f in prepared.holdout_films}
+    counts = dict(zip(*np.unique([f.label for f in films], return_counts=True)))
     assert counts == {"ARCH": 19, "ASYM": 15, "CALC": 25, "CIRC": 23, "MISC": 14, "NORM": 207, "SPIC": 19}
 
 

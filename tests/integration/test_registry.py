@@ -163,8 +163,9 @@ def assert_consistent(alias: str, name: str = PATHO) -> dict:
 # --- policies -----------------------------------------------------------------------------------
 def test_repository_policies_cover_every_registered_model():
     policies = load_policies()
-    expected = {get_study("pathology").model_name("tumor")} | {
-        get_study("mammography").model_name(t) for t in ("7class", "benign_malignant", "normal_abnormal")}
+    # every task a study registers models for (film and ROI mammography models are distinct)
+    expected = {get_study(s).model_name(t) for s in ("pathology", "mammography") for t in get_study(s).tasks}
+    assert "mammography-roi_normal_abnormal" in expected and "pathology-tumor" in expected
     assert set(policies) == expected
     for policy in policies.values():
         assert policy.aliases[0].alias == "champion"
