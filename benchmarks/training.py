@@ -10,7 +10,8 @@ precision (projects/core/device.py).
 2. Accuracy: the study's quick recipe for the model, trained through the study's own
    `run(config)` in fp32 with two seeds (the run-to-run spread) and in the fastest variant's
    precision with the first seed; the final validation metric of each. A precision is the
-   automatic choice when it is the fastest and its metric stays within the fp32 spread.
+   automatic choice when it is the fastest and its metric is not below fp32's by more than
+   the fp32 spread (one-sided: being better than fp32 is not a reason to refuse it).
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def parity(study: Study, ref: TrainingReference, fastest: str, experiment_id: st
     out = {"fp32_seed0": fp32[0], "fp32_seed1": fp32[1], "spread": abs(fp32[0] - fp32[1]), "choice": "fp32"}
     if fastest != "fp32":
         out["fastest_seed0"] = final_val(study, ref, fastest, 0, experiment_id)
-        within = abs(out["fastest_seed0"] - fp32[0]) <= out["spread"] + 1e-9
+        within = out["fastest_seed0"] >= fp32[0] - out["spread"] - 1e-9
         out["choice"] = fastest if within else "fp32"
     return out
 

@@ -6,9 +6,10 @@
 
 `auto` precision is what the training benchmark (benchmarks/training.py) measured fastest at
 equal accuracy for the model family on that kind of device, recorded once in AUTO_PRECISION
-below. Measure per model family, never assume: on this project's 2-core AMD EPYC (AVX-512
-BF16), channels-last + bf16 trained ELU-Net (8,5) and U-Net (32,4) 2.9x faster than fp32,
-while bf16 made a timm resnet18 at 128 px slower (0.56x). A CPU without native bf16 always
+below. Measure per model family and per kind of CPU, never assume: on a 2-core AMD EPYC
+(AVX-512 BF16) channels-last + bf16 trained both U-Nets 2.9x faster than fp32 while bf16
+made a timm resnet18 slower (0.56x); on a 2-core Xeon with AMX the same variant trained the
+timm classifier 2.0x and the U-Nets 3.7-5.5x faster. A CPU without native bf16 always
 trains in fp32. Whatever trained the model, what is saved is fp32 on the CPU: the papers'
 CPU protocol (cpu_load_s, cpu_predict_s) times that file.
 """
@@ -27,14 +28,24 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # (model family, device kind) -> precision; "*" matches any family. Device kinds: "cuda",
-# "mps", "cpu-bf16" (a CPU with AVX512-BF16 or AMX), "cpu". Sources: benchmarks/RESULTS.md,
-# section "training" (images/s of each variant and the validation metric of fp32 vs the
-# choice, from the same seed).
+# "mps", "cpu-amx" (AMX tile units: bf16 matrix multiply ~5x the fp32 rate), "cpu-bf16"
+# (AVX512-BF16 only: bf16 dot products, no tiles), "cpu". Sources: benchmarks/RESULTS.md,
+# section 7 "Training" (images/s of each variant interleaved in one run, and the validation
+# metric of fp32 vs the choice from the same seed).
 AUTO_PRECISION = {
+    # Intel Xeon with AMX (2026-12-02): channels-last + bf16 3.7x (ELU-Net (8,5)), 5.5x
+    # (U-Net (32,4)), 2.0x (timm resnet10t at 96 px), validation metric not below fp32's.
+    ("unet", "cpu-amx"): "bf16",
+    ("elunet", "cpu-amx"): "bf16",
+    ("smp", "cpu-amx"): "bf16",
+    ("timm", "cpu-amx"): "bf16",
+    ("*", "cpu-amx"): "fp32",  # a family nobody measured: the safe choice
+    # AMD EPYC with AVX512-BF16 (2026-11): channels-last + bf16 2.9x for both U-Nets, while
+    # bf16 made a timm resnet18 at 128 px slower (0.56x).
     ("unet", "cpu-bf16"): "bf16",
     ("elunet", "cpu-bf16"): "bf16",
     ("smp", "cpu-bf16"): "bf16",
-    ("timm", "cpu-bf16"): "fp32",  # bf16 autocast made resnet18 slower on this CPU (0.56x)
+    ("timm", "cpu-bf16"): "fp32",
     ("*", "cpu-bf16"): "fp32",
     ("*", "cpu"): "fp32",
     ("*", "mps"): "fp32",  # not measured here: the safe choice
@@ -42,14 +53,20 @@ AUTO_PRECISION = {
 }
 
 
+def cpu_kind_from_flags(flags: str) -> str:
+    """The CPU's device kind from its /proc/cpuinfo flags: without bf16 instructions bf16 is
+    emulated (slow); with AVX512-BF16 only convolutions gain; AMX tiles speed up every GEMM."""
+    if re.search(r"\bamx_bf16\b", flags):
+        return "cpu-amx"
+    return "cpu-bf16" if re.search(r"\bavx512_bf16\b", flags) else "cpu"
+
+
 @functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX on this CPU (Linux: /proc/cpuinfo); without them bf16 is emulated, slow."""
+def cpu_kind() -> str:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+        return cpu_kind_from_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:  # not Linux: no flags to read, bf16 never chosen automatically
+        return "cpu"
 
 
 def check_device(spec: str) -> None:
@@ -80,7 +97,7 @@ def resolve_device(spec: str) -> torch.device:
 
 def device_kind(device: torch.device) -> str:
     if device.type == "cpu":
-        return "cpu-bf16" if cpu_has_native_bf16() else "cpu"
+        return cpu_kind()
     return device.type
 
 
