@@ -61,16 +61,35 @@ def child_rows(block: RealDataBlock) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def page(done: list[RealDataBlock], promotion: str, command: str, seconds: float) -> str:
-    lines = ["# Results on the real public data sets", "",
-             f"Produced by `{command}` on {dt.date.today().isoformat()}, {runtime.cpu_model()} ({os.cpu_count()} "
-             f"cores), in {seconds / 60:.1f} min. Every number is the held-out test number of one run, with its 95% "
-             "bootstrap interval over the test patients (mini-MIAS) or source images (MoNuSeg); a seed changes the "
-             "split and the initialisation. Settings: `projects/<study>/real_data.py`.", ""]
-    for block in done:
-        lines += [f"## {block.name}", "", *block.table(child_rows(block)), ""]
-    lines += ["## Registry", "", f"`promote` after these runs: {promotion}", ""]
-    return "\n".join(lines)
+HEADER = ["# Results on the real public data sets", "",
+          "Every number is the held-out test number of one run, with its 95% bootstrap interval over the test "
+          "patients (mini-MIAS) or source images (MoNuSeg); a seed changes the split and the initialisation. "
+          "Settings: `projects/<study>/real_data.py`. Each section says the command, machine and date that "
+          "produced it: a run of some blocks (`--blocks`) rewrites their sections and keeps the others.", ""]
+
+
+def block_section(block: RealDataBlock, command: str, seconds: float) -> str:
+    return "\n".join([f"## {block.name}", "",
+                      f"Produced by `{command}` on {dt.date.today().isoformat()}, {runtime.cpu_model()} "
+                      f"({os.cpu_count()} cores); this block took {seconds / 60:.1f} min.", "",
+                      *block.table(child_rows(block)), ""])
+
+
+def sections(text: str) -> dict[str, str]:
+    """A page's `## <name>` sections by name (what comes before the first is the header)."""
+    out: dict[str, str] = {}
+    for chunk in ("\n" + text).split("\n## ")[1:]:
+        name = chunk.split("\n", 1)[0].strip()
+        out[name] = ("## " + chunk).rstrip() + "\n"
+    return out
+
+
+def page(new: dict[str, str], old_text: str, order: list[str]) -> str:
+    """The page with this run's sections, the earlier run's sections of the other blocks kept,
+    in the blocks' order, the registry last."""
+    merged = sections(old_text) | new
+    names = [n for n in order if n in merged] + sorted(n for n in merged if n not in order and n != "Registry")
+    return "\n".join(HEADER + [merged[n] for n in names + ["Registry"] if n in merged])
 
 
 @cli.entry_point
@@ -92,15 +111,20 @@ def main(argv: list[str] | None = None) -> int:
                          f"unknown block(s) {', '.join(unknown)}; here: {', '.join(known)}" if unknown
                          else "no study found its public data set here")
     todo = [(s, b) for s, b in todo if not args.blocks or b.name in args.blocks]
-    started = time.perf_counter()
+    command = "python -m pipeline.real_data " + " ".join(argv if argv is not None else sys.argv[1:])
+    new = {}
     for study, block in todo:
         print(f"=== real data: {block.name} ===", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         run_block(study, block)
+        new[block.name] = block_section(block, command, time.perf_counter() - started)
     promotion = promote.promote_all(dry_run=False)
-    command = "python -m pipeline.real_data " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = page([b for _, b in todo], promotion, command, time.perf_counter() - started)
+    moves = "\n".join(f"- {line}" for line in promotion.split("; "))
+    new["Registry"] = f"## Registry\n\n`promote` after `{command}`:\n\n{moves}\n"
+    old = args.out.read_text() if args.out.is_file() else ""
+    text = page(new, old, known)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    args.out.write_text(text)
     print(text)
     return 0
 
