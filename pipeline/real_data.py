@@ -112,18 +112,19 @@ def main(argv: list[str] | None = None) -> int:
                          else "no study found its public data set here")
     todo = [(s, b) for s, b in todo if not args.blocks or b.name in args.blocks]
     command = "python -m pipeline.real_data " + " ".join(argv if argv is not None else sys.argv[1:])
+    old = args.out.read_text() if args.out.is_file() else ""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     new = {}
     for study, block in todo:
         print(f"=== real data: {block.name} ===", file=sys.stderr, flush=True)
         started = time.perf_counter()
         run_block(study, block)
         new[block.name] = block_section(block, command, time.perf_counter() - started)
+        args.out.write_text(page(new, old, known))  # after every block: hours of work survive a later failure
     promotion = promote.promote_all(dry_run=False)
     moves = "\n".join(f"- {line}" for line in promotion.split("; "))
     new["Registry"] = f"## Registry\n\n`promote` after `{command}`:\n\n{moves}\n"
-    old = args.out.read_text() if args.out.is_file() else ""
     text = page(new, old, known)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
     return 0
