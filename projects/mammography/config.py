@@ -50,6 +50,8 @@ class MammographyData(Section):
 class MammographyModel(Section):
     arch: str = setting("resnet101", "any timm architecture (random init)")
     weights: str = setting("", "optional local pretrained weights file (nothing is downloaded)")
+    pretrained: bool = setting(False, "timm's published weights for arch, downloaded (needs a connection and "
+                                      "HF_HUB_OFFLINE=0; weights= wins when both are given)")
 
 
 @dataclass

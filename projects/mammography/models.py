@@ -1,6 +1,7 @@
 """Classifiers: any timm architecture, single-channel input, random init by default."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -58,7 +59,27 @@ def deployed(classifier: nn.Module, tta: bool) -> nn.Module:
     return DihedralMean(classifier) if tta else classifier
 
 
-def build_classifier(arch: str, num_classes: int, weights: str = "") -> GrayscaleClassifier:
+def check_pretrained_download(arch: str, host: str = "huggingface.co", timeout_s: float = 3.0) -> None:
+    """One line before any run when timm's published weights cannot be had: the arch has none,
+    the process is offline by setting (HF_HUB_OFFLINE, the platform's default), or the hub does
+    not answer within a few seconds (instead of huggingface_hub's ~45-s retries)."""
+    import socket
+
+    import timm
+
+    if not timm.list_pretrained(arch) and not timm.list_pretrained(f"{arch}.*"):
+        raise InputError("pretrained", f"timm publishes no weights for {arch!r}; train from scratch or pass weights=")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise InputError("pretrained", "downloading timm weights needs HF_HUB_OFFLINE=0 (the platform sets 1 so that "
+                                       "nothing downloads by accident); or pass weights=/local/file")
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputError("pretrained", f"{host} cannot be reached ({exc.__class__.__name__}): this machine is "
+                                       "offline; pass weights=/local/file") from None
+
+
+def build_classifier(arch: str, num_classes: int, weights: str = "", pretrained: bool = False) -> GrayscaleClassifier:
     import timm
 
     if not timm.is_model(arch):
@@ -78,6 +99,6 @@ def build_classifier(arch: str, num_classes: int, weights: str = "") -> Grayscal
                 __import__("pickle").UnpicklingError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise InputError(path, f"not a {arch} weights file timm can load ({first})") from None
-    else:
-        backbone = timm.create_model(arch, pretrained=False, **kwargs)
+    else:  # pretrained: checked reachable before the run (check_pretrained_download)
+        backbone = timm.create_model(arch, pretrained=pretrained, **kwargs)
     return GrayscaleClassifier(backbone)

@@ -31,7 +31,7 @@ from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
 from projects.mammography import roi, roi_data
 from projects.mammography.holdout import holdout_digest, holdout_patients
-from projects.mammography.models import ClassProbabilities, build_classifier, deployed
+from projects.mammography.models import ClassProbabilities, build_classifier, check_pretrained_download, deployed
 from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
 
 STUDY = "mammography"
@@ -96,6 +96,8 @@ def check_config(config: MammographyConfig) -> None:
         build_classifier(config.arch, 2)  # raises the InputError with similar names
     if config.weights and not Path(config.weights).expanduser().is_file():
         raise InputError(config.weights, "weights file not found")
+    if config.pretrained and not config.weights:
+        check_pretrained_download(config.arch)
 
 
 def prepare_data(config: MammographyConfig) -> PreparedData:
@@ -312,7 +314,7 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
            on_epoch: EpochHook | None) -> nn.Module:
     n_classes = len(prepared.class_names)
     generator = seed_everything(config.seed)
-    model = build_classifier(config.arch, n_classes, config.weights)
+    model = build_classifier(config.arch, n_classes, config.weights, pretrained=config.pretrained)
     weight = None
     if config.class_weighted:
         freq = np.bincount(train_y, minlength=n_classes).astype(np.float64)

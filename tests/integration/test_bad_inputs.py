@@ -13,10 +13,12 @@ import os
 import pickle
 import shutil
 import string
+import time
 import traceback
 from pathlib import Path
 
 import cv2
+import mlflow
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -707,3 +709,25 @@ def test_no_loader_can_run_pickled_code_and_no_server_listens_beyond_loopback():
                 if re.search(r"--host[ =]+(0\.0\.0\.0|::)(\s|$)", line):
                     problems.append(f"{path}: binds beyond loopback: {line.strip()}")
     assert problems == []
+
+
+# --- mammography: pretrained weights on a machine that cannot download them -------------------
+def test_pretrained_weights_offline_is_one_line_before_any_run(tmp_path, capsys, monkeypatch):
+    root = mias_set(tmp_path / "mias")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the platform's default (projects/core/runtime.py)
+    started = time.monotonic()
+    code, err = run_cli(mammography_main, ["--data", str(root), *MAMMO_FAST, "--pretrained", "true"], capsys)
+    assert time.monotonic() - started < 30  # not huggingface_hub's retries
+    assert_one_line_error(code, err, "pretrained", "HF_HUB_OFFLINE=0", "weights=")
+    assert no_running_runs() and mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_pretrained_download_checks_the_arch_and_the_connection(monkeypatch):
+    from projects.mammography.models import check_pretrained_download
+
+    with pytest.raises(InputError, match="^pretrained: timm publishes no weights for 'resnet10t_nosuch'"):
+        check_pretrained_download("resnet10t_nosuch")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    # a host that refuses at once stands in for a machine without internet
+    with pytest.raises(InputError, match="^pretrained: 127.0.0.1 cannot be reached .*offline; pass weights="):
+        check_pretrained_download("resnet18", host="127.0.0.1", timeout_s=1.0)
