@@ -33,7 +33,7 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # section 7 "Training" (images/s of each variant interleaved in one run, and the validation
 # metric of fp32 vs the choice from the same seed).
 AUTO_PRECISION = {
-    # Intel Xeon with AMX (2026-12-02): channels-last + bf16 3.7x (ELU-Net (8,5)), 5.5x
+    # Intel Xeon with AMX (2026-12-02, two full runs): channels-last + bf16 3.7-4.7x (ELU-Net (8,5)), 5.5x
     # (U-Net (32,4)), 2.0x (timm resnet10t at 96 px), validation metric not below fp32's.
     ("unet", "cpu-amx"): "bf16",
     ("elunet", "cpu-amx"): "bf16",
