@@ -92,13 +92,32 @@ uri_host() {  # what other machines (or this one) put in MLFLOW_TRACKING_URI
 probe_host() {  # where this machine reaches the server
   case "$HOST" in 0.0.0.0|localhost|127.*) echo 127.0.0.1 ;; ::|::1) echo "[::1]" ;; *:*) echo "[$HOST]" ;; *) echo "$HOST" ;; esac
 }
-alive() {  # the recorded server process exists and is not a zombie awaiting its reaper
+proc_state() {  # one letter from /proc/<pid>/stat (R, S, D, Z, ...); empty once the process is gone
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  sed -E 's/^.*\) ([A-Za-z]).*$/\1/' <<<"$stat"
+}
+sigkill_pending() {  # SIGKILL (signal 9, bit 0x100) is queued for the process: it is dying
+  local mask
+  for mask in $(awk '/^(SigPnd|ShdPnd):/ {print $2}' "/proc/$1/status" 2>/dev/null); do
+    (( 16#$mask & 0x100 )) && return 0
+  done
+  return 1
+}
+alive() {  # the recorded server process exists, is not dead or dying, and is still an mlflow server
   [[ -f "$PIDFILE" ]] || return 1
   local pid state
   pid="$(cat "$PIDFILE")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null || true)"
-  [[ "$state" != "Z" ]]
+  [[ -d /proc/self ]] || return 0        # no procfs (macOS): kill -0 is all we can ask
+  # Read /proc once: a process reaped between kill -0 and this read has no stat any more and is
+  # dead, not alive (an empty state used to count as alive). Z: killed, awaiting its reaper;
+  # X: being torn down.
+  state="$(proc_state "$pid")"
+  [[ -n "$state" && "$state" != "Z" && "$state" != "X" ]] || return 1
+  # The pid may have been handed to an unrelated process since the server died.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "mlflow" || return 1
 }
 
 create_db() {  # CREATE DATABASE when missing (needs a role allowed to create databases)
@@ -192,7 +211,15 @@ start_server() {
       echo "warning: binding to $HOST exposes the server beyond this machine; it has no" \
            "authentication. Restrict clients with a firewall and --allowed-hosts (docs/team.md)." >&2
     fi
-    if alive; then die "a server is already running on port $PORT (pid $(cat "$PIDFILE")); stop it first"; fi
+    if alive && sigkill_pending "$(cat "$PIDFILE")"; then
+      # A server killed a moment ago can still be tearing down (its threads finishing the
+      # SIGKILL, or waiting on disk): give it a few seconds to go before refusing.
+      local w
+      for w in $(seq 1 40); do alive || break; sleep 0.25; done
+    fi
+    if alive; then
+      die "a server is already running on port $PORT (pid $(cat "$PIDFILE"), state $(proc_state "$(cat "$PIDFILE")")); stop it first"
+    fi
     mkdir -p "$HOME_DIR" "$ARTIFACTS"
     [[ -w "$ARTIFACTS" ]] || die "--artifacts: $ARTIFACTS is not writable"
     if [[ "$CREATE_DB" == 1 ]]; then create_db "$DB" "${OPTUNA_DB:-$(default_optuna_db "$DB")}"; fi

@@ -53,6 +53,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def wait_for_exit(pid: int, timeout: float = 30.0) -> None:
+    """Return once `pid` is gone or a zombie. A SIGKILLed server can take a moment to die (its
+    threads take the signal, or it waits on disk); a crash is over only when the process is."""
+    import time
+
+    state = "?"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still alive {timeout:.0f} s after SIGKILL (state {state})")
+
+
 def running_runs() -> list:
     """Every run still RUNNING in the test's store (none may be left behind)."""
     from mlflow.tracking import MlflowClient

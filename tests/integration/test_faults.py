@@ -33,7 +33,7 @@ from projects.core import artifacts, http_retry, tracking
 from projects.core.study import get_study, study_names
 from projects.mammography.cli import main as mammography_main
 
-from conftest import running_runs
+from conftest import running_runs, wait_for_exit
 from test_bad_inputs import mias_set, store_from_template  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,7 +167,9 @@ class LocalServer:
         assert done.returncode == 0, done.stdout + done.stderr
 
     def crash(self) -> None:
-        os.killpg(int((self.home / f"server-{self.port}.pid").read_text()), signal.SIGKILL)
+        pid = int((self.home / f"server-{self.port}.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        wait_for_exit(pid)  # the restart then tests the recovery, not a race with the teardown
 
     def stop(self) -> None:
         subprocess.run([str(SCRIPT), "stop", *self.args], capture_output=True, text=True, timeout=60)

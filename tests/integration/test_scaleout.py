@@ -24,7 +24,7 @@ import pytest
 
 from tools import loadtest as LT
 
-from conftest import running_runs
+from conftest import running_runs, wait_for_exit
 from test_bad_inputs import store_from_template  # noqa: F401 (autouse fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +104,9 @@ class TeamServer:
 
     def crash(self) -> None:
         """SIGKILL the whole server (its process group), as a power cut or the OOM killer would."""
-        os.killpg(self.pid(), signal.SIGKILL)
+        pid = self.pid()
+        os.killpg(pid, signal.SIGKILL)
+        wait_for_exit(pid)  # the restart then tests the recovery, not a race with the teardown
 
     def stop(self) -> None:
         self.script("stop", timeout=60)
@@ -323,6 +325,24 @@ def test_team_server_script_binds_loopback_and_prints_no_password():
     for bad, problem in ((["--port", "http"], "--port"), (["--workers", "0"], "--workers"), (["--bogus"], "unknown option")):
         done = _script("command", *bad)
         assert done.returncode == 2 and done.stderr.startswith("error: ") and problem in done.stderr, done.stderr
+
+
+def test_a_stale_pid_file_does_not_count_as_a_running_server(tmp_path):
+    """`start` refuses only while the recorded server lives. A pid file outlives a crash: its pid
+    may be dead, a zombie, or handed to another program since; none of those is a server."""
+    port = str(_free_port())
+    pidfile = tmp_path / f"server-{port}.pid"
+    other = subprocess.Popen(["sleep", "60"])  # a live process that is not an mlflow server
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        for pid in (other.pid, dead.pid, "garbage"):
+            pidfile.write_text(f"{pid}\n")
+            done = _script("status", "--port", port, "--home", str(tmp_path))
+            assert done.returncode == 3 and "not running" in done.stdout, (pid, done.stdout, done.stderr)
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_kubernetes_backend_config_and_job_template_are_what_mlflow_run_reads(monkeypatch):
