@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -83,6 +84,9 @@ class Promotion:
             self.refused_all.append((who(c), f"outside the holdout shortlist of {n} (by its own {rule.metric})"))
         for c in shortlist:
             reason = self._holdout_refusal(c)
+            if not reason:
+                beats = self.evaluation.beats_baselines(c, self.policy.gates.beats_baseline)
+                reason = "" if beats.passed else str(beats)
             if reason:
                 self.refused_all.append((who(c), reason))
             else:
@@ -248,7 +252,7 @@ class Promotion:
                     break
                 continue
             d.target, d.value = c, c.value(self.metric(rule.metric))
-            extra = ["holdout_clean"] if self.evaluation else []
+            extra = ["holdout_clean", "holdout_baseline"] if self.evaluation else []
             d.gates = "passed: " + ", ".join([G.GATE_METRICS, G.GATE_BASELINE] + extra + passed)
             return
 
@@ -280,9 +284,19 @@ class Promotion:
         d.significance += f"; not better beyond chance at level {rule.significance:g}: the holder stays"
         return False
 
+    def rule_text(self, rule: AliasRule) -> str:
+        """The rule in words with the metrics it was decided on: under holdout evaluation
+        `highest holdout_accuracy`, not the policy's `test_accuracy` (whose value is not shown)."""
+        text = rule.describe()
+        for name in sorted(rule.metrics(), key=len, reverse=True):
+            mapped = self.metric(name)
+            if mapped != name:
+                text = re.sub(rf"\b{re.escape(name)}\b", mapped, text)
+        return text
+
     def decide(self, rule: AliasRule) -> Decision:
         before = self.holders.get(rule.alias)
-        d = Decision(rule.alias, rule.describe(), before, before, NONE)
+        d = Decision(rule.alias, self.rule_text(rule), before, before, NONE)
         ranked, why_none = self.eligible(rule)
         if not ranked:
             d.note = why_none

@@ -28,6 +28,7 @@ from registry import gates as G
 
 PREFIX = "holdout_"
 GATE_HOLDOUT = "holdout_clean"
+GATE_HOLDOUT_BASELINE = "holdout_baseline"
 BATCH = 16
 
 
@@ -36,12 +37,20 @@ def holdout_metric(metric: str) -> str:
     return PREFIX + metric[len("test_"):] if metric.startswith("test_") else metric
 
 
+def scored_metric(gate_metric: str) -> str:
+    """The metric a baseline gate is about, as holdout_scores names it:
+    test_balanced_accuracy_minus_baseline -> balanced_accuracy, test_jaccard -> jaccard."""
+    name = gate_metric[len("test_"):] if gate_metric.startswith("test_") else gate_metric
+    return name[:-len("_minus_baseline")] if name.endswith("_minus_baseline") else name
+
+
 @dataclass
 class Scored:
     candidate: G.Candidate
     scores: UnitScores | None = None
     point: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    baselines: dict[str, UnitScores] = field(default_factory=dict)  # trivial predictors, same holdout
     error: str = ""
 
     @property
@@ -94,7 +103,10 @@ class HoldoutEvaluation:
             model = mlflow.pyfunc.load_model(model_uri)
             outputs = np.concatenate([np.asarray(model.predict(holdout.inputs[i:i + BATCH]))
                                       for i in range(0, len(holdout.inputs), BATCH)])
-            result.scores = self.study.holdout_scores(self.config_of(candidate), holdout, outputs)
+            config = self.config_of(candidate)
+            result.scores = self.study.holdout_scores(config, holdout, outputs)
+            result.baselines = {name: self.study.holdout_scores(config, holdout, out)
+                                for name, out in self.study.holdout_baselines(config, holdout, outputs).items()}
             result.point = result.scores.point()
             result.intervals = result.scores.intervals()
             for name, value in result.point.items():
@@ -105,6 +117,34 @@ class HoldoutEvaluation:
             result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
         self.scored[candidate.run_id] = result
         return result
+
+    def beats_baselines(self, candidate: G.Candidate, gate) -> G.GateResult:
+        """The policy's baseline gate on the holdout: the candidate's holdout metric above every
+        trivial predictor's on the same units (paired bootstrap; with `gate.significance`, the
+        paired p-value below it). A run's own test side can be a dozen patients, where a model
+        at chance passes by luck; the holdout is the same for every candidate."""
+        if gate is None:
+            return G.GateResult(GATE_HOLDOUT_BASELINE, True, "no baseline gate in the policy")
+        s = self.scored[candidate.run_id]
+        metric = scored_metric(gate.metric)
+        if not s.baselines or s.scores is None or metric not in s.point:
+            return G.GateResult(GATE_HOLDOUT_BASELINE, True, f"the study names no trivial predictor for {metric} on "
+                                                             "its holdout: judged by the run's own test numbers")
+        value, (low, high) = s.point[metric], s.intervals.get(metric, (math.nan, math.nan))
+        unit = self.study.unit
+        beaten = []
+        for name, baseline in s.baselines.items():
+            test = paired_difference(s.scores, baseline, metric)
+            base = baseline.point()[metric]
+            if not test.difference > 0 or (gate.significance is not None and not test.p_value < gate.significance):
+                level = f" at level {gate.significance:g}" if gate.significance is not None else ""
+                return G.GateResult(GATE_HOLDOUT_BASELINE, False,
+                                    f"does not beat the {name} predictor on the holdout{level}: {metric} {value:.4f} "
+                                    f"[{low:.3f}, {high:.3f}] vs {base:.4f} on the same {test.n_units} {unit}s "
+                                    f"(paired p = {test.p_value:.3g})")
+            beaten.append(f"{name} {base:.4f} (p = {test.p_value:.3g})")
+        return G.GateResult(GATE_HOLDOUT_BASELINE, True,
+                            f"holdout {metric} {value:.4f} [{low:.3f}, {high:.3f}] > " + ", ".join(beaten))
 
     def compare(self, newcomer: G.Candidate, holder: G.Candidate, metric: str, higher_is_better: bool) -> PairedResult:
         a, b = self.scored[newcomer.run_id].scores, self.scored[holder.run_id].scores
@@ -122,6 +162,14 @@ class HoldoutEvaluation:
             for name, value in s.point.items():
                 low, high = s.intervals.get(name, (math.nan, math.nan))
                 row |= {name: value, f"{name}_ci95_low": low, f"{name}_ci95_high": high}
+            rows.append(row)
+        baselines = next((s.baselines for s in self.scored.values() if s.baselines), {})
+        for name, scores in baselines.items():  # what every candidate had to beat, on the same units
+            row = {"candidate": f"baseline: {name}", "run_id": "", "arch": name, "split": "", "error": ""}
+            intervals = scores.intervals()
+            for metric, value in scores.point().items():
+                low, high = intervals.get(metric, (math.nan, math.nan))
+                row |= {metric: value, f"{metric}_ci95_low": low, f"{metric}_ci95_high": high}
             rows.append(row)
         return pd.DataFrame(rows)
 

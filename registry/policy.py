@@ -50,12 +50,16 @@ class Candidates:
 
 @dataclass(frozen=True)
 class BaselineGate:
-    """`metric` must be strictly above every entry of `above` (metric names or numbers)."""
+    """`metric` must be strictly above every entry of `above` (metric names or numbers). Under
+    holdout evaluation the candidate must also beat the study's trivial predictors on the
+    holdout (registry/evaluation.py); with `significance`, by a paired test at that level."""
     metric: str
     above: tuple[str | float, ...]
+    significance: float | None = None
 
     def describe(self) -> str:
-        return f"{self.metric} > " + " and ".join(str(a) for a in self.above)
+        text = f"{self.metric} > " + " and ".join(str(a) for a in self.above)
+        return text + (f" (on the holdout at level {self.significance:g})" if self.significance else "")
 
 
 @dataclass(frozen=True)
@@ -468,8 +472,11 @@ def _parse_baseline(b: _Reader) -> BaselineGate:
             b.fail(f"above: expected metric names or numbers, got {item!r}")
     if not above:
         b.fail("above: name at least one baseline metric or number")
+    level = b.get("significance", None)
+    if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1):
+        b.fail(f"significance: expected a level in (0, 1) like 0.05, got {level!r}")
     b.done()
-    return BaselineGate(b_metric, tuple(above))
+    return BaselineGate(b_metric, tuple(above), float(level) if level is not None else None)
 
 
 def _parse_evaluation(e: _Reader) -> Evaluation:

@@ -266,6 +266,13 @@ class Study:
         """The logged model's outputs on the holdout -> projects.core.uncertainty.UnitScores."""
         raise NotImplementedError
 
+    def holdout_baselines(self, config, holdout: HoldoutData, outputs) -> dict[str, Any]:
+        """The trivial predictors a model must beat, as outputs shaped like a model's `outputs`
+        on the same holdout (name -> outputs); scored by holdout_scores like any model. The
+        registry's baseline gate compares candidates with them on the holdout, not on each run's
+        own test side. Empty: the study names none, and the gate reads the runs' own numbers."""
+        return {}
+
     # the grid
     def grid_configs(self, grid) -> list:
         raise NotImplementedError

@@ -53,6 +53,9 @@ class MammographyStudy(Study):
     def holdout_scores(self, config, holdout, outputs):
         return study.holdout_scores(config, holdout, outputs)
 
+    def holdout_baselines(self, config, holdout, outputs):
+        return study.holdout_baselines(holdout, outputs)
+
     def count_params(self, config, prepared) -> int:
         from projects.core.efficiency import count_params
         from projects.mammography.models import build_classifier

@@ -175,6 +175,15 @@ def holdout_scores(config: MammographyConfig, holdout: HoldoutData, outputs: np.
     return classification_scores(holdout.targets, outputs.argmax(1), holdout.units, n_classes)
 
 
+def holdout_baselines(holdout: HoldoutData, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Always the holdout's commonest class: the best any constant answer does on accuracy
+    (balanced accuracy of every constant answer is 1/n_classes)."""
+    majority = int(np.bincount(np.asarray(holdout.targets, dtype=int), minlength=outputs.shape[1]).argmax())
+    constant = np.zeros_like(outputs, dtype=np.float32)
+    constant[:, majority] = 1.0
+    return {"majority": constant}
+
+
 def augment_films(images: np.ndarray, targets: np.ndarray, factor: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The paper's augmented scenario: (factor - 1) transformed copies of every training
     film (flip, small rotation, intensity jitter), made once so the run is reproducible."""

@@ -72,6 +72,9 @@ class PathologyStudy(Study):
     def holdout_scores(self, config, holdout, outputs):
         return study.holdout_scores(config, holdout, outputs)
 
+    def holdout_baselines(self, config, holdout, outputs):
+        return study.holdout_baselines(outputs)
+
     def count_params(self, config, prepared) -> int:
         from projects.pathology.models import build_model, count_params
 

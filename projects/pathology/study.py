@@ -158,6 +158,12 @@ def holdout_scores(config: PathologyConfig, holdout: HoldoutData, outputs: np.nd
     return seg_metrics.unit_scores(outputs[:, 0] > config.threshold, holdout.targets, holdout.valid, holdout.units)
 
 
+def holdout_baselines(outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """No tumour anywhere, or tumour everywhere (the runs' baseline_jaccard_all_* on the holdout)."""
+    return {"all_background": np.zeros_like(outputs, dtype=np.float32),
+            "all_tumor": np.ones_like(outputs, dtype=np.float32)}
+
+
 def _predict_probs(model: nn.Module, loader: DataLoader) -> np.ndarray:
     model.eval()
     out = []

@@ -52,6 +52,9 @@ def test_grid_over_four_splits_and_a_search_are_judged_on_one_holdout(tmp_path):
     report = P.promote_model(NAME, policy=policy_without_the_baseline_gate(tmp_path))
     logged = mlflow.artifacts.load_dict(f"runs:/{report.evaluation_run}/holdout_metrics.json")
     table = pd.DataFrame(logged["data"], columns=logged["columns"])
+    # beside the candidates, the constant answer they are measured against, on the same patients
+    assert list(table.loc[table["candidate"].str.startswith("baseline: "), "candidate"]) == ["baseline: majority"]
+    table = table[~table["candidate"].str.startswith("baseline: ")]
     # the four split runs and the search's trial, all on the same holdout patients
     assert set(SPLITS) <= set(table["split"]) and len(table) == 5, table
     scored = table[table["error"].fillna("") == ""]

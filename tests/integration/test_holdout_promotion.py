@@ -96,7 +96,7 @@ def test_the_holdout_is_fixed_by_the_data_and_never_split(holdout):
 
 def test_champion_is_chosen_on_the_holdout_and_moves_only_for_a_significant_newcomer(holdout):
     patients = sorted(set(holdout.units))
-    base = set(patients[: int(0.6 * len(patients))])
+    base = set(patients[: int(0.75 * len(patients))])  # above the majority class (~0.65) on the holdout
     first = log_lookup(holdout, answers(holdout, base), own_accuracy=0.70, seed=1)
     report = P.promote_model(NAME)
     assert champion_decision(report).status == P.MOVED and holder() == first
@@ -136,3 +136,29 @@ def test_a_candidate_that_trained_on_the_holdout_is_refused(holdout):
     assert holder() is None
     assert any("holdout_clean" in why and "trained on all the data" in why for _, why in report.refused_all)
     assert everything not in {r for r in (holder(),)}
+
+
+def test_a_candidate_no_better_than_the_commonest_class_on_the_holdout_is_refused(holdout):
+    """Its own test side said it beat its baseline (a dozen patients can say that of a constant
+    answer); on the holdout it answers the commonest class for every film and is refused."""
+    commonest = np.full_like(holdout.targets, np.bincount(holdout.targets).argmax())
+    constant = log_lookup(holdout, commonest, own_accuracy=0.80, seed=5)
+    report = P.promote_model(NAME)
+    assert holder() is None, report.table()
+    why = dict(report.refused_all)
+    reason = next(r for who, r in report.refused_all if constant[:8] in who)
+    assert "holdout_baseline" in reason and "does not beat the majority predictor" in reason, why
+    assert "accuracy 0.6458" in reason and "24 patients" in reason and "paired p = " in reason, reason
+    # The evaluation run shows the baseline beside the candidates, on the same patients.
+    logged = mlflow.artifacts.load_dict(f"runs:/{report.evaluation_run}/holdout_metrics.json")
+    table = pd.DataFrame(logged["data"], columns=logged["columns"])
+    row = table[table["candidate"] == "baseline: majority"].iloc[0]
+    assert row["accuracy"] == pytest.approx(np.mean(commonest == holdout.targets))
+
+    # A model above the commonest class on the holdout passes the same gate, and says by how much.
+    patients = sorted(set(holdout.units))
+    good = log_lookup(holdout, answers(holdout, set(patients[:20])), own_accuracy=0.70, seed=6)
+    report = P.promote_model(NAME)
+    d = champion_decision(report)
+    assert d.status == P.MOVED and holder() == good, report.table()
+    assert "holdout_baseline" in d.gates and d.rule == "highest holdout_accuracy"
