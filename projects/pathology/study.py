@@ -365,6 +365,10 @@ def epoch_overlays(model: nn.Module, tiles: dict[str, np.ndarray], threshold: fl
                          for p in probs])
         small_truth = np.stack([cv2.resize(t.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
                                 for t in truth])
-        mlflow.log_image(overlay_strip(images, small_truth, pred), key="val_overlays", step=epoch)
+        # synchronous: MLflow's default for stepped images is an async queue whose threads (a
+        # polling loop and two pools) live as long as the process caches the run's artifact
+        # repository (up to 1024 runs). One process that trains many runs (a grid, a search,
+        # the test suite) gathered hundreds of such threads and slowed down with them.
+        mlflow.log_image(overlay_strip(images, small_truth, pred), key="val_overlays", step=epoch, synchronous=True)
 
     return log

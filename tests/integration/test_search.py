@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -589,8 +590,13 @@ def test_mammography_search_runs_the_mammography_study():
 def test_duplicate_configs_are_skipped_not_retrained():
     """A re-proposed config is not trained again (no compute, no MLflow run, not counted), an
     untried one is queued instead, and a space with nothing left untried ends the search."""
+    before = {t.ident for t in threading.enumerate()}
     summary = driver.run_search(tiny(name="dupes", n_trials=3, epochs=1, sampler="random",
                                      space="arch=unet|elunet,depth=2,filters=2,lr=0.001,batch_size=8,equalization=none"))
+    # No thread outlives the runs it served: MLflow's async queue for stepped images kept three
+    # per run for the life of the process, hundreds over a test session, and slowed it down.
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.name.startswith("MLflowAsync")]
+    assert not left, left
     assert summary.n_complete == 2 and summary.n_failed == 0  # only two distinct configs exist
     assert summary.n_duplicate >= 1 and "duplicates skipped" in summary.line()
     study = load("dupes")
