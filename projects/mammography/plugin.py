@@ -4,7 +4,7 @@ from __future__ import annotations
 from projects.core import tracking
 from projects.core.errors import InputError
 from projects.core.study import Headline, Study, register_study
-from projects.mammography import grid, presentation, profiles, study
+from projects.mammography import grid, holdout, presentation, profiles, study
 from projects.mammography.config import MammographyConfig
 from projects.mammography.data import TASKS
 
@@ -50,11 +50,11 @@ class MammographyStudy(Study):
     def holdout(self, config):
         return study.holdout_data(config)
 
-    def holdout_scores(self, config, holdout, outputs):
-        return study.holdout_scores(config, holdout, outputs)
+    def holdout_scores(self, config, holdout_data, outputs):
+        return holdout.holdout_scores(config, holdout_data, outputs)
 
-    def holdout_baselines(self, config, holdout, outputs):
-        return study.holdout_baselines(holdout, outputs)
+    def holdout_baselines(self, config, holdout_data, outputs):
+        return holdout.holdout_baselines(holdout_data, outputs)
 
     def count_params(self, config, prepared) -> int:
         from projects.core.efficiency import count_params

@@ -25,7 +25,7 @@ from projects.core.digest import digest_files
 from projects.core.errors import InputError
 from projects.core.study import HoldoutData
 from projects.core.training import EpochHook, balanced_sampler, fit, make_loader, seed_everything
-from projects.core.uncertainty import UnitScores, classification_scores
+from projects.core.uncertainty import classification_scores
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
@@ -167,21 +167,6 @@ def holdout_data(config: MammographyConfig) -> HoldoutData | None:
                           "label": [class_names[k] for k in labels]})
     return HoldoutData(_tensor(np.stack([resized[f.id] for f in kept])).numpy(), np.asarray(labels, np.int64),
                        units, holdout_digest(films, held), str(root), table)
-
-
-def holdout_scores(config: MammographyConfig, holdout: HoldoutData, outputs: np.ndarray) -> UnitScores:
-    """A classifier's class probabilities on the holdout, by patient."""
-    n_classes = outputs.shape[1]
-    return classification_scores(holdout.targets, outputs.argmax(1), holdout.units, n_classes)
-
-
-def holdout_baselines(holdout: HoldoutData, outputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Always the holdout's commonest class: the best any constant answer does on accuracy
-    (balanced accuracy of every constant answer is 1/n_classes)."""
-    majority = int(np.bincount(np.asarray(holdout.targets, dtype=int), minlength=outputs.shape[1]).argmax())
-    constant = np.zeros_like(outputs, dtype=np.float32)
-    constant[:, majority] = 1.0
-    return {"majority": constant}
 
 
 def augment_films(images: np.ndarray, targets: np.ndarray, factor: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
