@@ -9,6 +9,26 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import projects  # noqa: E402,F401  (runtime defaults + torchvision shim before torch work)
+import torch  # noqa: E402
+
+# The suite trains models in this process: every test gets the machine's cores. A test module
+# that called torch.set_num_threads(1) at import (collection imports them all) once ran the
+# whole suite's in-process training on one of two cores.
+TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_unchanged(request):
+    if torch.get_num_threads() != TORCH_THREADS:
+        pytest.fail(f"torch threads {torch.get_num_threads()} != {TORCH_THREADS} before "
+                    f"{request.node.nodeid}: something changed them for the whole process "
+                    f"(a module-level torch.set_num_threads?)", pytrace=False)
+    yield
+    changed = torch.get_num_threads()
+    if changed != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+        pytest.fail(f"{request.node.nodeid} left torch at {changed} threads (restore {TORCH_THREADS})",
+                    pytrace=False)
 
 SHARED_DATA = Path(os.environ.get("MEDIMG_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -19,8 +19,6 @@ from projects.pathology.models import (
 )
 from projects.pathology.models.paper import TABLE_V, UNTRAINABLE, param_count_table
 
-torch.set_num_threads(1)
-
 UNET_CELLS = [c for c in TABLE_V if c.arch == "unet"]
 ELUNET_CLOSED_FORM = {4: (2457, 266, 1), 5: (10062, 529, 1), 6: (40635, 1056, 1)}
 UNET_CLOSED_FORM = {4: (1878, 96, 5), 5: (7574, 152, 5)}
