@@ -24,6 +24,7 @@ against the fp32 rate only (their integer peak is not measured).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -80,9 +81,16 @@ def onednn_gemm_fn(channels: int = 1024, pixels: int = 64, dtype: torch.dtype = 
 
 
 def rate_probes() -> dict[str, tuple[Callable[[], object], float]]:
-    """name -> (callable, FLOPs per call) of the four probes of the machine's rate."""
-    return {"mm_fp32": matmul_fn(dtype=torch.float32), "gemm_fp32_onednn": onednn_gemm_fn(dtype=torch.float32),
-            "mm_bf16": matmul_fn(dtype=torch.bfloat16), "gemm_bf16_onednn": onednn_gemm_fn(dtype=torch.bfloat16)}
+    """name -> (callable, FLOPs per call) of the probes of the machine's rate: four, or the two
+    fp32 ones on a CPU without bf16 instructions (an emulated 2048^3 bf16 mm takes ~20 s, and
+    its rate is no limit anything is measured against there)."""
+    from projects.core.device import native_bf16
+
+    probes = {"mm_fp32": matmul_fn(dtype=torch.float32), "gemm_fp32_onednn": onednn_gemm_fn(dtype=torch.float32)}
+    if native_bf16():
+        probes |= {"mm_bf16": matmul_fn(dtype=torch.bfloat16),
+                   "gemm_bf16_onednn": onednn_gemm_fn(dtype=torch.bfloat16)}
+    return probes
 
 
 def summarise_probes(samples: dict[str, list[float]], flops: dict[str, float]) -> dict:
@@ -110,25 +118,35 @@ def matmul_rate(n: int = MATMUL_N, dtype: torch.dtype = torch.float32, repeats: 
     return flops / median(samples) / 1e9
 
 
-def section(runtime_results: dict, quick: bool) -> Section:
-    """The FLOPs table from the runtimes section's results (`benchmarks.runtimes.run`'s
-    `results` attribute): FLOPs per image, the matmul rates measured beside them, and per
-    runtime the achieved GFLOP/s (single image and batched) and its fraction of the rate."""
-    sec = Section("flops")
-    peaks = runtime_results["peak"]
+def _rate_table(sec: Section, peaks: dict, threads: int) -> float:
+    """The probes' table and metrics; returns the fp32 rate the runtimes are measured against."""
     fp32, bf16 = peaks["fp32_gflops"], peaks["bf16_gflops"]
-    size = runtime_results["size"]
-    rate = Table(f"This machine's matrix-multiply rate ({runtime_results['threads']} threads; medians of samples "
+    rate = Table(f"This machine's matrix-multiply rate ({threads} threads; medians of samples "
                  "interleaved with the model timings)", ["probe", "GFLOP/s (median)", "GFLOP/s (best sample)", "samples"])
     labels = {"mm_fp32": f"torch.mm fp32 n={MATMUL_N} (MKL)", "gemm_fp32_onednn": "oneDNN GEMM fp32 (1x1 conv 1024ch, 64x64)",
               "mm_bf16": f"torch.mm bf16 n={MATMUL_N}", "gemm_bf16_onednn": "oneDNN GEMM bf16 (1x1 conv 1024ch, 64x64)"}
     for name, v in peaks["probes"].items():
         rate.add(labels.get(name, name), v["gflops"], v["gflops_best"], v["samples"])
         sec.metrics[metric_key("flops", "rate", name, "gflops")] = v["gflops"]
-    rate.notes.append(f"machine's rate used below: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s (the higher probe "
-                      f"of each dtype); bf16 / fp32 = {bf16 / fp32:.2f}x")
+    if math.isnan(bf16):  # rate_probes leaves bf16 out where the CPU has no bf16 instructions
+        rate.notes.append(f"machine's rate used below: fp32 {fp32:.0f} GFLOP/s (the higher fp32 probe); bf16 not "
+                          "measured: this CPU has no bf16 instructions (emulated bf16 is tens of times slower)")
+    else:
+        rate.notes.append(f"machine's rate used below: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s (the higher "
+                          f"probe of each dtype); bf16 / fp32 = {bf16 / fp32:.2f}x")
+        sec.metrics["flops.machine_bf16_gflops"] = bf16
     sec.tables.append(rate)
-    sec.metrics.update({"flops.machine_fp32_gflops": fp32, "flops.machine_bf16_gflops": bf16})
+    sec.metrics["flops.machine_fp32_gflops"] = fp32
+    return fp32
+
+
+def section(runtime_results: dict, quick: bool) -> Section:
+    """The FLOPs table from the runtimes section's results (`benchmarks.runtimes.run`'s
+    `results` attribute): FLOPs per image, the matmul rates measured beside them, and per
+    runtime the achieved GFLOP/s (single image and batched) and its fraction of the rate."""
+    sec = Section("flops")
+    fp32 = _rate_table(sec, runtime_results["peak"], runtime_results["threads"])
+    bf16, size = runtime_results["peak"]["bf16_gflops"], runtime_results["size"]
 
     counts = Table(f"FLOPs per image ({size}x{size} input; FlopCounterMode: conv/linear/matmul, 2 per MAC)",
                    ["model", "GFLOP / image", "params"])

@@ -51,6 +51,7 @@ from benchmarks.flops import count_flops, rate_probes, summarise_probes
 from torch.utils.data import DataLoader, Subset
 
 from projects.core import onnx_runtime
+from projects.core.device import cpu_kind, native_bf16
 from projects.core.onnx_runtime import fold_batchnorm
 from projects.core.study import CaseData as StudyCaseData
 from projects.core.study import ReferenceModel, all_studies
@@ -80,7 +81,8 @@ class Settings:
 
 
 def settings(quick: bool, models: tuple[str, ...] | None = None, variants: tuple[str, ...] | None = None) -> Settings:
-    all_variants = tuple(VARIANTS)
+    # bf16 runtimes only where the CPU does bf16 natively (emulated, one takes minutes), unless named
+    all_variants = tuple(name for name, v in VARIANTS.items() if not v.bf16 or native_bf16())
     if quick:
         return Settings(True, 128, 8, single_rounds=3, single_repeat=2, batch_rounds=2, protocol_n=8,
                         protocol_rounds=1, accuracy_n=8,
@@ -194,6 +196,7 @@ class Variant:
     label = ""
     exact = True  # expected within EXACT_ATOL of eager
     quick = True  # part of quick mode
+    bf16 = False  # measured by default only where bf16 is native (projects/core/device.native_bf16)
 
     def prepare(self, ctx: Context) -> None:
         """Build the saved artefact from the fp32 weights (not timed by the protocol)."""
@@ -246,7 +249,7 @@ class TorchChannelsLast(Variant):
 
 class TorchBF16(TorchChannelsLast):
     name, label = "torch_bf16", "PyTorch bf16 + BN folded + channels-last"
-    exact = False
+    exact, bf16 = False, True
     dtype = torch.bfloat16
 
 
@@ -305,7 +308,7 @@ class Compiled(Variant):
 
 class CompiledBF16(Compiled):
     name, label = "compile_bf16", "torch.compile (inductor, freezing, channels-last, bf16)"
-    exact = False
+    exact, bf16 = False, True
     dtype = torch.bfloat16
 
 
@@ -564,6 +567,9 @@ def _section(results: dict, cfg: Settings) -> Section:
             sec.metrics[metric_key("runtimes", key, "best_speedup_protocol")] = speedup
             sec.params[f"runtimes.{key}.fastest"] = best
     summary.notes.append(context)
+    if not native_bf16() and not any(VARIANTS[v].bf16 for v in cfg.variants):
+        summary.notes.append(f"bf16 runtimes not measured: this CPU ({cpu_kind()}) has no bf16 instructions "
+                             "(emulated bf16 is tens of times slower; name them with --variants to measure anyway)")
     summary.notes.append("correct = outputs within 1e-4 of eager (fp32 variants) or |Jaccard / F1 change| < 0.005 "
                          "on the test data (bf16, int8; only where eager beats the trivial baseline)")
     sec.tables.insert(0, summary)

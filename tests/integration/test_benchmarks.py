@@ -192,6 +192,30 @@ def test_interleaved_runs_variants_in_rounds():
     assert percentile([1, 2, 3, 4], 50) == 2 and percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 95) == 10
 
 
+def test_bf16_is_measured_only_where_the_cpu_has_it(monkeypatch):
+    """Emulated bf16 (a CPU without bf16 instructions) is tens of times slower: the rate probes,
+    the training variants and the default runtimes leave it out there, and say so."""
+    from benchmarks import flops, runtimes, training
+    from projects.core import device
+
+    for kind, native in (("cpu", False), ("cpu-bf16", True), ("cpu-amx", True)):
+        monkeypatch.setattr(device, "cpu_kind", lambda kind=kind: kind)
+        assert device.native_bf16() is native
+        assert any("bf16" in name for name in flops.rate_probes()) is native
+        assert any(p == "bf16" for _, p in training.measured_variants().values()) is native
+        assert ("channels_last" in training.measured_variants()) and ("fp32" in training.measured_variants())
+        assert ("torch_bf16" in runtimes.settings(quick=True).variants) is native
+        # named on the command line, it is measured anyway
+        assert "torch_bf16" in runtimes.settings(quick=True, variants=("eager", "torch_bf16")).variants
+    monkeypatch.setattr(device, "cpu_kind", lambda: "cpu")
+    peaks = flops.summarise_probes({"mm_fp32": [0.1], "gemm_fp32_onednn": [0.05]},
+                                   {"mm_fp32": 2e10, "gemm_fp32_onednn": 1e10})
+    sec = flops.section({"peak": peaks, "size": 64, "threads": 2, "models": {}}, quick=True)
+    assert sec.metrics["flops.machine_fp32_gflops"] == pytest.approx(200)
+    assert "flops.machine_bf16_gflops" not in sec.metrics
+    assert any("bf16 not measured" in note for table in sec.tables for note in table.notes)
+
+
 # --- the CLI end to end ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_quick_benchmark_cli_end_to_end(_isolated_store):
