@@ -69,15 +69,13 @@ def cpu_kind() -> str:
         return "cpu"
 
 
-def native_bf16(device: torch.device | None = None) -> bool:
-    """Whether bf16 arithmetic is native on `device` (default: this CPU). A CPU without bf16
-    instructions emulates it: on a 2-core AVX2-only AMD EPYC (2026-12-03) a 1024^3 bf16
+def native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively. A CPU without bf16 instructions
+    emulates it: on a 2-core AVX2-only AMD EPYC (2026-12-03) a 1024^3 bf16
     torch.mm took 2.6 s against 34 ms in fp32 (76x), a small conv training step 4.4x fp32's
     time. The benchmarks leave their bf16 variants out there (minutes of emulation measuring
     a precision that `auto` never picks on such a CPU)."""
-    if device is None or device.type == "cpu":
-        return cpu_kind() != "cpu"
-    return device.type != "cuda" or torch.cuda.is_bf16_supported()
+    return cpu_kind() != "cpu"
 
 
 def check_device(spec: str) -> None:
