@@ -49,6 +49,11 @@ AUTO_PRECISION = {
     ("*", "cpu-bf16"): "fp32",
     ("*", "cpu"): "fp32",
     ("*", "mps"): "fp32",  # not measured here: the safe choice
+    # NVIDIA H200 (2026-12-04, benchmarks/RESULTS.md section 7, GPU): channels-last + bf16 2.05x
+    # (U-Net (32,4)) and 2.44x (ELU-Net (8,5)) fp32 at batch 64, 1.18x / 0.97x at batch 8 (launch-bound),
+    # validation metric within fp32's seed spread; the timm classifier (resnet10t, 96 px) was slower
+    # in bf16 at batch 32 and 64 (0.93-0.98x) and fastest in channels-last fp32.
+    ("timm", "cuda"): "fp32",
     ("*", "cuda"): "bf16",  # tensor cores; fp16 (with a scaler) where the GPU has no bf16
 }
 
