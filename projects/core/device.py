@@ -7,10 +7,9 @@
 `auto` precision is what the training benchmark (benchmarks/training.py) measured fastest at
 equal accuracy for the model family on that kind of device, recorded once in AUTO_PRECISION
 below. Measure per model family and per kind of CPU, never assume: on a 2-core AMD EPYC
-(AVX-512 BF16) channels-last + bf16 trained both U-Nets 2.9x faster than fp32 while bf16
-made a timm resnet18 slower (0.56x); on a 2-core Xeon with AMX the same variant trained the
-timm classifier 2.0x and the U-Nets 3.7-5.5x faster. A CPU without native bf16 always
-trains in fp32. Whatever trained the model, what is saved is fp32 on the CPU: the papers'
+(AVX-512 BF16) channels-last + bf16 trained the U-Nets 4.5-5.2x and the timm classifier 2.2x
+faster than fp32, on a 2-core Xeon with AMX 3.7-5.5x and 2.0x, while on an H200 bf16 slowed
+the timm classifier. A CPU without native bf16 always trains in fp32. Whatever trained the model, what is saved is fp32 on the CPU: the papers'
 CPU protocol (cpu_load_s, cpu_predict_s) times that file.
 """
 from __future__ import annotations
@@ -40,12 +39,14 @@ AUTO_PRECISION = {
     ("smp", "cpu-amx"): "bf16",
     ("timm", "cpu-amx"): "bf16",
     ("*", "cpu-amx"): "fp32",  # a family nobody measured: the safe choice
-    # AMD EPYC with AVX512-BF16 (2026-11): channels-last + bf16 2.9x for both U-Nets, while
-    # bf16 made a timm resnet18 at 128 px slower (0.56x).
+    # AMD EPYC with AVX512-BF16, no AMX (Zen 5, 2026-12-04, the section's full run): channels-last
+    # + bf16 5.2x (ELU-Net (8,5)), 4.5x (U-Net (32,4)), 2.2x (timm resnet10t at 96 px; a probe beside
+    # it: resnet18 at 128 px 2.4x, resnet50 2.1x), validation metric within fp32's seed spread. The
+    # issue's earlier probe (bf16 0.56x for resnet18) ran while another process shared both cores.
     ("unet", "cpu-bf16"): "bf16",
     ("elunet", "cpu-bf16"): "bf16",
     ("smp", "cpu-bf16"): "bf16",
-    ("timm", "cpu-bf16"): "fp32",
+    ("timm", "cpu-bf16"): "bf16",
     ("*", "cpu-bf16"): "fp32",
     ("*", "cpu"): "fp32",
     ("*", "mps"): "fp32",  # not measured here: the safe choice
