@@ -39,6 +39,18 @@ def all_sections() -> list[str]:
     return list(SECTIONS) + [s for s in study_sections() if s not in SECTIONS]
 
 
+def _device(text: str) -> str:
+    """--device, checked before anything runs (one line when this machine has no such device)."""
+    from projects.core.device import check_device
+    from projects.core.errors import InputError
+
+    try:
+        check_device(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+    return text
+
+
 def parse_args(argv: list[str] | None):
     from projects.core.cli import str2bool, str_list
 
@@ -50,6 +62,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     parser.add_argument("--markdown", default="", help="also write every table as markdown to this file")
     parser.add_argument("--no-mlflow", action="store_true", help="print only, log nothing")
+    parser.add_argument("--device", type=_device, default="cpu",
+                        help="where the training section times its steps and trains its parity runs "
+                             "(cpu | cuda | cuda:N; the other sections measure the CPU, as the papers do)")
     args = parser.parse_args(argv)
     args.sections = args.sections or all_sections()
     unknown = [s for s in args.sections if s not in all_sections()]
@@ -71,7 +86,7 @@ def machine_table(info: dict[str, str], quick: bool) -> Table:
     return table
 
 
-def run_section(name: str, quick: bool, experiment_id: str | None, state: dict) -> Section:
+def run_section(name: str, quick: bool, experiment_id: str | None, state: dict, device: str = "cpu") -> Section:
     if name == "runtimes":
         from benchmarks import runtimes
 
@@ -89,7 +104,7 @@ def run_section(name: str, quick: bool, experiment_id: str | None, state: dict) 
     if name == "training":
         from benchmarks import training
 
-        return training.run(quick, experiment_id, log=_log)
+        return training.run(quick, experiment_id, log=_log, device=device)
     if name == "system_metrics":
         from benchmarks import system_metrics
 
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 child = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True,
                                          tags={"benchmark": name, "quick": str(args.quick).lower()})
             try:
-                section = run_section(name, args.quick, experiment_id, state)
+                section = run_section(name, args.quick, experiment_id, state, args.device)
             except Exception as exc:  # noqa: BLE001 - report, go on with the other sections
                 traceback.print_exc()
                 failed.append(f"{name}: {type(exc).__name__}: {exc}")

@@ -52,15 +52,19 @@ def conv2d_flops(c_in: int, c_out: int, kernel: int, h_out: int, w_out: int, bat
     return 2 * (c_in // groups) * c_out * kernel * kernel * h_out * w_out * batch
 
 
-def matmul_fn(n: int = MATMUL_N, dtype: torch.dtype = torch.float32) -> tuple[Callable[[], object], float]:
-    """A callable doing one n x n x n torch.mm, and its FLOPs (2 n^3)."""
+def matmul_fn(n: int = MATMUL_N, dtype: torch.dtype = torch.float32,
+              device: torch.device | str = "cpu") -> tuple[Callable[[], object], float]:
+    """A callable doing one n x n x n torch.mm on `device` (waiting for a GPU to finish it),
+    and its FLOPs (2 n^3)."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.rand(n, n, generator=gen).to(dtype)
-    b = torch.rand(n, n, generator=gen).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
+    a = torch.rand(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.rand(n, n, generator=gen).to(device=device, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def run():
         torch.mm(a, b, out=out)
+        sync()
 
     return run, 2.0 * n ** 3
 
@@ -80,12 +84,18 @@ def onednn_gemm_fn(channels: int = 1024, pixels: int = 64, dtype: torch.dtype = 
     return run, 2.0 * channels * channels * pixels * pixels
 
 
-def rate_probes() -> dict[str, tuple[Callable[[], object], float]]:
-    """name -> (callable, FLOPs per call) of the probes of the machine's rate: four, or the two
-    fp32 ones on a CPU without bf16 instructions (an emulated 2048^3 bf16 mm takes ~20 s, and
-    its rate is no limit anything is measured against there)."""
+def rate_probes(device: torch.device | str = "cpu") -> dict[str, tuple[Callable[[], object], float]]:
+    """name -> (callable, FLOPs per call) of the probes of the machine's rate: four on a CPU, or
+    the two fp32 ones on a CPU without bf16 instructions (an emulated 2048^3 bf16 mm takes ~20 s,
+    and its rate is no limit anything is measured against there); on a GPU torch.mm in fp32
+    and, where the GPU has it, bf16 (oneDNN is the CPU's library)."""
     from projects.core.device import native_bf16
 
+    if torch.device(device).type == "cuda":
+        probes = {"mm_fp32": matmul_fn(dtype=torch.float32, device=device)}
+        if torch.cuda.is_bf16_supported():
+            probes["mm_bf16"] = matmul_fn(dtype=torch.bfloat16, device=device)
+        return probes
     probes = {"mm_fp32": matmul_fn(dtype=torch.float32), "gemm_fp32_onednn": onednn_gemm_fn(dtype=torch.float32)}
     if native_bf16():
         probes |= {"mm_bf16": matmul_fn(dtype=torch.bfloat16),

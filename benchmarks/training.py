@@ -12,6 +12,9 @@ precision (projects/core/device.py).
    precision with the first seed; the final validation metric of each. A precision is the
    automatic choice when it is the fastest and its metric is not below fp32's by more than
    the fp32 spread (one-sided: being better than fp32 is not a reason to refuse it).
+
+`python -m benchmarks --sections training --device cuda` does both on a GPU (the rate probes
+become torch.mm on it); the other sections always measure the CPU, as the papers' protocol does.
 """
 from __future__ import annotations
 
@@ -40,32 +43,36 @@ class Settings:
     parity: bool  # train the quick recipes (minutes) or time the steps only
     epochs: int | None  # None: the recipe's own
     batch_size: int | None = None  # None: the recipe's; quick mode times small batches (a smoke run, ~20 s)
+    device: str = "cpu"  # where the steps are timed and the parity runs train (--device)
 
 
-def measured_variants() -> dict[str, tuple[bool, str]]:
-    """The variants worth timing here: bf16 ones only where this CPU does bf16 natively
-    (emulated, they take minutes to measure a precision `auto` never picks there)."""
-    return {name: v for name, v in VARIANTS.items() if v[1] != "bf16" or dev.native_bf16()}
+def measured_variants(device: torch.device = torch.device("cpu")) -> dict[str, tuple[bool, str]]:
+    """The variants worth timing here: bf16 ones only where the device does bf16 natively
+    (emulated on a CPU, they take minutes to measure a precision `auto` never picks there)."""
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else dev.native_bf16()
+    return {name: v for name, v in VARIANTS.items() if v[1] != "bf16" or native}
 
 
-def settings(quick: bool) -> Settings:
+def settings(quick: bool, device: str = "cpu") -> Settings:
     if quick:
-        return Settings(rounds=1, parity=False, epochs=None, batch_size=2)
-    return Settings(rounds=6, parity=True, epochs=None)
+        return Settings(rounds=1, parity=False, epochs=None, batch_size=2, device=device)
+    return Settings(rounds=6, parity=True, epochs=None, device=device)
 
 
-def step_fn(model, loss_fn, inputs, targets, channels_last: bool, precision: str):
-    """One Adam step of a private copy of the model in a variant's memory format and precision."""
-    model = copy.deepcopy(model).train()
+def step_fn(model, loss_fn, inputs, targets, channels_last: bool, precision: str,
+            device: torch.device = torch.device("cpu")):
+    """One Adam step of a private copy of the model on `device` in a variant's memory format and
+    precision. The step ends in loss.item(), which waits for a GPU to finish it."""
+    model = copy.deepcopy(model).to(device).train()
+    inputs, targets = inputs.to(device), targets.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    cpu = torch.device("cpu")
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with dev.autocast(cpu, precision):
+        with dev.autocast(device, precision):
             loss = loss_fn(model(inputs), targets)
         loss.backward()
         optimizer.step()
@@ -87,14 +94,15 @@ def time_steps(study: Study, ref: TrainingReference, cfg: Settings) -> dict:
     config = study.config_cls(**(dict(ref.recipe) | dict(ref.step_settings) | overrides))
     torch.manual_seed(0)
     model, loss_fn, inputs, targets = ref.step(config)
-    variants = measured_variants()
-    fns = {name: step_fn(model, loss_fn, inputs, targets, cl, p) for name, (cl, p) in variants.items()}
-    probes = rate_probes()
+    device = dev.resolve_device(cfg.device)
+    variants = measured_variants(device)
+    fns = {name: step_fn(model, loss_fn, inputs, targets, cl, p, device) for name, (cl, p) in variants.items()}
+    probes = rate_probes(device)
     fns |= {f"probe:{k}": fn for k, (fn, _) in probes.items()}
     samples = interleaved(fns, rounds=cfg.rounds, warmup=1)
     rates = summarise_probes({k: samples[f"probe:{k}"] for k in probes}, {k: f for k, (_, f) in probes.items()})
     flops = step_flops(model, loss_fn, inputs, targets)
-    out = {"flops": flops, "batch": len(inputs), "shape": "x".join(map(str, inputs.shape[1:])), "rates": rates,
+    out = {"device": str(device), "flops": flops, "batch": len(inputs), "shape": "x".join(map(str, inputs.shape[1:])), "rates": rates,
            "variants": {}}
     for name, (_, precision) in variants.items():
         seconds = median(samples[name])
@@ -107,9 +115,10 @@ def time_steps(study: Study, ref: TrainingReference, cfg: Settings) -> dict:
     return out
 
 
-def final_val(study: Study, ref: TrainingReference, precision: str, seed: int, experiment_id: str) -> float:
-    """The recipe trained through the study's run(config); its last validation metric."""
-    config = study.config_cls(**dict(ref.recipe), precision=precision, seed=seed)
+def final_val(study: Study, ref: TrainingReference, precision: str, seed: int, experiment_id: str,
+              device: str = "cpu") -> float:
+    """The recipe trained through the study's run(config) on `device`; its last validation metric."""
+    config = study.config_cls(**dict(ref.recipe), precision=precision, seed=seed, device=device)
     prepared = study.prepare(config)
     with mlflow.start_run(experiment_id=experiment_id, nested=True, run_name=f"training-{ref.key}-{precision}-s{seed}",
                           tags={"benchmark": "training"}) as run:
@@ -118,11 +127,11 @@ def final_val(study: Study, ref: TrainingReference, precision: str, seed: int, e
     return history[-1].value if history else math.nan
 
 
-def parity(study: Study, ref: TrainingReference, fastest: str, experiment_id: str) -> dict:
-    fp32 = [final_val(study, ref, "fp32", seed, experiment_id) for seed in (0, 1)]
+def parity(study: Study, ref: TrainingReference, fastest: str, experiment_id: str, device: str = "cpu") -> dict:
+    fp32 = [final_val(study, ref, "fp32", seed, experiment_id, device) for seed in (0, 1)]
     out = {"fp32_seed0": fp32[0], "fp32_seed1": fp32[1], "spread": abs(fp32[0] - fp32[1]), "choice": "fp32"}
     if fastest != "fp32":
-        out["fastest_seed0"] = final_val(study, ref, fastest, 0, experiment_id)
+        out["fastest_seed0"] = final_val(study, ref, fastest, 0, experiment_id, device)
         within = out["fastest_seed0"] >= fp32[0] - out["spread"] - 1e-9
         out["choice"] = fastest if within else "fp32"
     return out
@@ -141,17 +150,18 @@ def _tables(results: dict, cfg: Settings) -> list[Table]:
             p = r["parity"]
             accuracy.add(r["label"], r["metric"], p["fp32_seed0"], p["fp32_seed1"], p["spread"],
                          p.get("fastest_seed0"), p["choice"])
-    rates = next(iter(results.values()))["speed"]["rates"] if results else {}
-    bf16 = (f"bf16 mm {rates.get('bf16_gflops', math.nan):.0f} GFLOP/s" if dev.native_bf16() else
+    first = next(iter(results.values()))["speed"] if results else {}
+    rates, device = first.get("rates", {}), first.get("device", "cpu")
+    bf16 = (f"bf16 mm {rates.get('bf16_gflops', math.nan):.0f} GFLOP/s" if device != "cpu" or dev.native_bf16() else
             f"bf16 not measured: this CPU ({dev.cpu_kind()}) has no bf16 instructions (emulated) and `auto` "
             f"trains in fp32 on it")
-    speed.notes.append(f"machine rate in this run: fp32 mm {rates.get('fp32_gflops', math.nan):.0f} GFLOP/s, "
+    speed.notes.append(f"device {device}; its rate in this run: fp32 mm {rates.get('fp32_gflops', math.nan):.0f} GFLOP/s, "
                        f"{bf16}; load average {load_average()}")
     return [speed] + ([accuracy] if cfg.parity else [])
 
 
-def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
-    cfg, sec, results = settings(quick), Section("training"), {}
+def run(quick: bool, experiment_id: str | None = None, log=print, device: str = "cpu") -> Section:
+    cfg, sec, results = settings(quick, device), Section("training"), {}
     experiment_id = experiment_id or tracking.ensure_experiment(tracking.EXPERIMENTS["benchmark"])
     for study in all_studies():
         for ref in study.training_references():
@@ -161,7 +171,7 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
             fastest = max(r["speed"]["variants"], key=lambda n: r["speed"]["variants"][n]["speedup"])
             precision = VARIANTS[fastest][1]
             if cfg.parity:
-                r["parity"] = parity(study, ref, precision, experiment_id)
+                r["parity"] = parity(study, ref, precision, experiment_id, cfg.device)
             for name, v in r["speed"]["variants"].items():
                 sec.metrics[metric_key("training", ref.key, name, "speedup")] = v["speedup"]
                 sec.metrics[metric_key("training", ref.key, name, "images_per_s")] = v["images_per_s"]

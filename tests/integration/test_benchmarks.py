@@ -9,12 +9,14 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -217,6 +219,30 @@ def test_bf16_is_measured_only_where_the_cpu_has_it(monkeypatch):
 
 
 # --- the CLI end to end ------------------------------------------------------------------------------
+def test_training_section_takes_a_device(monkeypatch, capsys):
+    """`--device` moves the training section's steps and parity runs to a GPU; a device this
+    machine lacks is one line before anything runs; the steps run on the device given."""
+    from benchmarks import __main__ as cli
+    from benchmarks import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["--sections", "training", "--device", "cuda:1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "argument --device: cuda:1 was asked for, but this machine has no CUDA GPU (use auto or cpu)")
+    assert cli.parse_args(["--device", "cpu"]).device == "cpu"
+    # bf16 variants where the GPU has bf16, none where it has not
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert ("cl+bf16" in training.measured_variants(torch.device("cuda"))) is supported
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    inputs, targets = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    model(inputs)  # materialise the lazy layer
+    step = training.step_fn(model, torch.nn.CrossEntropyLoss(), inputs, targets, True, "fp32", torch.device("cpu"))
+    assert math.isfinite(step()) and step() != step()  # it trains: the loss moves
+
+
 @pytest.mark.slow
 def test_quick_benchmark_cli_end_to_end(_isolated_store):
     from mlflow.tracking import MlflowClient
