@@ -42,7 +42,8 @@ class Settings:
     rounds: int
     parity: bool  # train the quick recipes (minutes) or time the steps only
     epochs: int | None  # None: the recipe's own
-    batch_size: int | None = None  # None: the recipe's; quick mode times small batches (a smoke run, ~20 s)
+    batch_size: int | None = None  # None: the recipe's; quick mode times small batches
+    small_inputs: bool = False  # quick mode: each reference's quick_step_settings (a smoke run, seconds)
     device: str = "cpu"  # where the steps are timed and the parity runs train (--device)
 
 
@@ -55,7 +56,7 @@ def measured_variants(device: torch.device = torch.device("cpu")) -> dict[str, t
 
 def settings(quick: bool, device: str = "cpu") -> Settings:
     if quick:
-        return Settings(rounds=1, parity=False, epochs=None, batch_size=2, device=device)
+        return Settings(rounds=1, parity=False, epochs=None, batch_size=2, small_inputs=True, device=device)
     return Settings(rounds=6, parity=True, epochs=None, device=device)
 
 
@@ -90,7 +91,8 @@ def step_flops(model, loss_fn, inputs, targets) -> int:
 
 
 def time_steps(study: Study, ref: TrainingReference, cfg: Settings) -> dict:
-    overrides = {"batch_size": cfg.batch_size} if cfg.batch_size else {}
+    overrides = (dict(ref.quick_step_settings) if cfg.small_inputs else {}) | (
+        {"batch_size": cfg.batch_size} if cfg.batch_size else {})
     config = study.config_cls(**(dict(ref.recipe) | dict(ref.step_settings) | overrides))
     torch.manual_seed(0)
     model, loss_fn, inputs, targets = ref.step(config)

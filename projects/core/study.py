@@ -171,6 +171,8 @@ class TrainingReference:
     # config -> (model, loss_fn, inputs, targets) of one batch, on the CPU in fp32
     step: Callable[[Any], tuple[Any, Any, Any, Any]]
     step_settings: Mapping[str, Any] = field(default_factory=dict)  # over the recipe, for the step timing
+    # over step_settings in the quick (smoke) run: small inputs, so it checks the code path in seconds
+    quick_step_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

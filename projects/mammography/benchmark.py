@@ -83,5 +83,6 @@ def training_step(config) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Ten
 TRAINING_REFERENCES = (
     TrainingReference("resnet10t-96", "timm resnet10t (96 px)", "timm",
                       dict(arch="resnet10t", image_size=96, epochs=15, batch_size=32, lr=1e-3, class_weighted=True,
-                           cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False), training_step),
+                           cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False), training_step,
+                      quick_step_settings={"image_size": 64}),
 )

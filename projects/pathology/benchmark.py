@@ -101,7 +101,8 @@ _QUICK = dict(embedded_images=16, embedded_size=256, tile_size=64, epochs=3, bat
               cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False)
 TRAINING_REFERENCES = (
     TrainingReference("elunet-8-5", "ELU-Net (8,5)", "elunet",
-                      _QUICK | dict(arch="elunet", filters=8, depth=5), training_step, {"tile_size": 256}),
+                      _QUICK | dict(arch="elunet", filters=8, depth=5), training_step, {"tile_size": 256},
+                      {"tile_size": 64}),
     TrainingReference("unet-32-4", "U-Net (32,4)", "unet", _QUICK | dict(arch="unet", filters=32, depth=4),
-                      training_step, {"tile_size": 256}),
+                      training_step, {"tile_size": 256}, {"tile_size": 64}),
 )
