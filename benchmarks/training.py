@@ -104,8 +104,8 @@ def time_steps(study: Study, ref: TrainingReference, cfg: Settings) -> dict:
     samples = interleaved(fns, rounds=cfg.rounds, warmup=1)
     rates = summarise_probes({k: samples[f"probe:{k}"] for k in probes}, {k: f for k, (_, f) in probes.items()})
     flops = step_flops(model, loss_fn, inputs, targets)
-    out = {"device": str(device), "flops": flops, "batch": len(inputs), "shape": "x".join(map(str, inputs.shape[1:])), "rates": rates,
-           "variants": {}}
+    out = {"device": str(device), "flops": flops, "batch": len(inputs), "shape": "x".join(map(str, inputs.shape[1:])),
+           "rates": rates, "variants": {}}
     for name, (_, precision) in variants.items():
         seconds = median(samples[name])
         limit = rates["bf16_gflops" if precision == "bf16" else "fp32_gflops"]
@@ -157,8 +157,8 @@ def _tables(results: dict, cfg: Settings) -> list[Table]:
     bf16 = (f"bf16 mm {rates.get('bf16_gflops', math.nan):.0f} GFLOP/s" if device != "cpu" or dev.native_bf16() else
             f"bf16 not measured: this CPU ({dev.cpu_kind()}) has no bf16 instructions (emulated) and `auto` "
             f"trains in fp32 on it")
-    speed.notes.append(f"device {device}; its rate in this run: fp32 mm {rates.get('fp32_gflops', math.nan):.0f} GFLOP/s, "
-                       f"{bf16}; load average {load_average()}")
+    speed.notes.append(f"device {device}; its rate in this run: fp32 mm {rates.get('fp32_gflops', math.nan):.0f} "
+                       f"GFLOP/s, {bf16}; load average {load_average()}")
     return [speed] + ([accuracy] if cfg.parity else [])
 
 

@@ -9,8 +9,9 @@ equal accuracy for the model family on that kind of device, recorded once in AUT
 below. Measure per model family and per kind of CPU, never assume: on a 2-core AMD EPYC
 (AVX-512 BF16) channels-last + bf16 trained the U-Nets 4.5-5.2x and the timm classifier 2.2x
 faster than fp32, on a 2-core Xeon with AMX 3.7-5.5x and 2.0x, while on an H200 bf16 slowed
-the timm classifier. A CPU without native bf16 always trains in fp32. Whatever trained the model, what is saved is fp32 on the CPU: the papers'
-CPU protocol (cpu_load_s, cpu_predict_s) times that file.
+the timm classifier. A CPU without native bf16 always trains in fp32. Whatever trained the
+model, what is saved is fp32 on the CPU: the papers' CPU protocol (cpu_load_s, cpu_predict_s)
+times that file.
 """
 from __future__ import annotations
 
