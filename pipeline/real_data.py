@@ -1,130 +1,301 @@
-"""Results on the real public data sets: each study's real-data blocks (Study.real_data: its
-grids on the public sets under the data root), then `promote`, then results/REAL_DATA.md with
-every number: per run, its 95% bootstrap interval over the test patients or images, the
-baseline it must beat, and the paper's value where it has one.
+"""Results on the real public data sets, measured in resumable pieces: each study's real-data
+blocks (Study.real_data: its cells on the public sets under the data root) run unit by unit
+(one cell and seed), each finished unit written as a record under `results/records/<block>/`
+(projects/core/records.py); then `promote`; then results/REAL_DATA.md, rendered from the
+records alone.
 
-    python -m pipeline.real_data --data-root ../shared/data                  # every block (hours on 2 cores)
-    python -m pipeline.real_data --data-root ../shared/data --blocks mias-roi --quick true
+    python -m pipeline.real_data --data-root ../shared/data                      # every block (hours on 2 cores)
+    python -m pipeline.real_data --data-root ../shared/data --blocks monuseg --budget-min 120
+    python -m pipeline.real_data --render                                         # the page from the records, no training
 
-Runs go to the configured tracking store like any other (grid parents named
-`real-<block>-<task>`), so the MLflow UI, the dashboards and the registry see them. The
-settings of every block are in the studies' `real_data.py`, once.
+A rerun skips every unit whose record has the same settings and data digest, so a job that is
+killed, or stopped by `--budget-min`, goes on where it ended (inside a unit, from its last
+epoch when the same machine still has the unit's checkpoint). Each unit is also an MLflow run
+(children of `real-<block>-<task>` parents) that the UI, the dashboards and the registry see;
+its record adds the scores of its logged model on the study's holdout (MoNuSeg's 14 official
+test images; mini-MIAS's held-out patients) with 95% intervals over the holdout's units.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
+import dataclasses
+import math
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from projects.core import cli, runtime, tracking
+from projects.core import cli, records, runtime, tracking, training
 from projects.core.errors import InputError
-from projects.core.grid import plan_grid, run_grid
+from projects.core.grid import GridCell, plan_grid, run_cells
+from projects.core.records import Budget, Record, RecordStore
 from projects.core.study import RealDataBlock, Study, all_studies
-from registry import promote
 
 OUT = runtime.REPO_ROOT / "results" / "REAL_DATA.md"
+# Settings that do not change what a unit measures: not part of its key. `data` is a path on
+# one machine; the data's identity is the digest beside it.
+NOT_IN_KEY = ("data", "progress")
+REGISTRY = "registry"  # the record of the last promotion (records/registry/last.json)
 
 
-def run_block(study: Study, block: RealDataBlock) -> None:
-    for grid in block.grids:
-        plan = plan_grid(study, grid)  # data checked before any run
-        name = f"real-{block.name}-{study.task_of(grid.base)}"
-        with tracking.study_run(study.experiment, name, tags=tracking.process_tags(), adopt=False) as run:
-            run_grid(study, grid, plan)
-            block.parents.append(run.info.run_id)
+def unit_settings(config) -> dict:
+    return {k: v for k, v in config.flat().items() if k not in NOT_IN_KEY}
 
 
-def child_rows(block: RealDataBlock) -> pd.DataFrame:
-    """One row per child run: settings, held-out metrics with intervals, baselines, costs."""
-    client, rows = MlflowClient(), []
-    for parent in block.parents:
-        exp = client.get_run(parent).info.experiment_id
-        for run in client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'"):
-            m, p, t = run.data.metrics, run.data.params, run.data.tags
-            row = {"task": t.get(tracking.TAG_TASK), "arch": t.get(tracking.TAG_ARCH), "seed": int(p.get("seed", 0)),
-                   "filters": p.get("filters"), "depth": p.get("depth"), "status": run.info.status,
-                   "run_id": run.info.run_id, "units": m.get(tracking.M_TEST_UNITS, float("nan")),
-                   "size_mb": m.get(tracking.M_SIZE_MB), "cpu_total_s": m.get(tracking.M_CPU_TOTAL),
-                   "epochs_run": m.get("epochs_run")}
-            for metric in block.metrics:
-                key = tracking.test_metric(metric)
-                row[metric] = m.get(key)
-                row[f"{metric}_ci"] = (m.get(tracking.ci_low(key)), m.get(tracking.ci_high(key)))
-            row |= {k: v for k, v in m.items() if k.startswith("baseline_")}
-            rows.append(row)
-    return pd.DataFrame(rows)
+def checkpoint_dir() -> Path:
+    return runtime.cache_dir() / "checkpoints"
 
 
-HEADER = ["# Results on the real public data sets", "",
-          "Every number is the held-out test number of one run, with its 95% bootstrap interval over the test "
-          "patients (mini-MIAS) or source images (MoNuSeg); a seed changes the split and the initialisation. "
-          "Settings: `projects/<study>/real_data.py`. Each section says the command, machine and date that "
-          "produced it: a run of some blocks (`--blocks`) rewrites their sections and keeps the others.", ""]
+def holdout_scores(study: Study, run) -> tuple[dict[str, float], str]:
+    """The run's logged model on the study's holdout, scored as the registry scores it:
+    {metric, metric_ci95_low/high, baseline_<name>_<metric>} and the holdout's digest."""
+    from registry.evaluation import HoldoutEvaluation
+    from registry.store import candidate_from_run
+
+    candidate = candidate_from_run(run)
+    evaluation = HoldoutEvaluation(study.name, study.model_name(study.task_of(evaluation_config(study, run))))
+    holdout = evaluation.holdout_for(candidate)
+    if holdout is None:
+        return {}, "none"
+    scored = evaluation.score(candidate, candidate.model_uri)
+    if scored.error:
+        raise RuntimeError(f"holdout scoring failed: {scored.error}")
+    out: dict[str, float] = {"units": float(holdout.n_units)}
+    for name, value in scored.point.items():
+        low, high = scored.intervals.get(name, (math.nan, math.nan))
+        out |= {name: value, f"{name}_ci95_low": low, f"{name}_ci95_high": high}
+    for base, scores in scored.baselines.items():
+        out |= {f"baseline_{base}_{name}": value for name, value in scores.point().items()}
+    return out, holdout.digest
 
 
-def block_section(block: RealDataBlock, command: str, seconds: float) -> str:
-    return "\n".join([f"## {block.name}", "",
-                      f"Produced by `{command}` on {dt.date.today().isoformat()}, {runtime.cpu_model()} "
-                      f"({os.cpu_count()} cores); this block took {seconds / 60:.1f} min.", "",
-                      *block.table(child_rows(block)), ""])
+def evaluation_config(study: Study, run):
+    return study.config_cls.from_params(run.data.params)
 
 
-def sections(text: str) -> dict[str, str]:
-    """A page's `## <name>` sections by name (what comes before the first is the header)."""
-    out: dict[str, str] = {}
-    for chunk in ("\n" + text).split("\n## ")[1:]:
-        name = chunk.split("\n", 1)[0].strip()
-        out[name] = ("## " + chunk).rstrip() + "\n"
+def histories(client: MlflowClient, run) -> dict[str, list[float]]:
+    """Every per-epoch validation curve of the run (rank stability reads them)."""
+    out = {}
+    for name in sorted(k for k in run.data.metrics if k.startswith("val_")):
+        points = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+        out[name] = [m.value for m in points]
     return out
 
 
-def page(new: dict[str, str], old_text: str, order: list[str]) -> str:
-    """The page with this run's sections, the earlier run's sections of the other blocks kept,
-    in the blocks' order, the registry last."""
-    merged = sections(old_text) | new
-    names = [n for n in order if n in merged] + sorted(n for n in merged if n not in order and n != "Registry")
-    return "\n".join(HEADER + [merged[n] for n in names + ["Registry"] if n in merged])
+@dataclasses.dataclass
+class Unit:
+    study: Study
+    block: RealDataBlock
+    config: object
+    prepared: object
+    key: str
+    name: str
+
+
+def plan_units(study: Study, block: RealDataBlock) -> list[Unit]:
+    """Every unit of a block, data checked and prepared first (bad input fails before any run)."""
+    units = []
+    for grid in block.grids:
+        plan = plan_grid(study, grid)
+        for cfg in plan.configs:
+            prepared = plan.data_for(study, cfg)
+            key = records.unit_key(unit_settings(cfg), prepared.digest)
+            units.append(Unit(study, block, cfg, prepared, key, study.grid_cell(cfg)[0]))
+    return units
+
+
+def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
+    """Inside its child run: train (resuming from this machine's checkpoint of the unit, if
+    any), score on the holdout, write the record. Returns the run's metrics for the grid table."""
+    started = time.perf_counter()
+    checkpoint = checkpoint_dir() / unit.block.name / f"{unit.key}.pt"
+    with training.resumable(checkpoint):
+        result = unit.study.run(unit.config, unit.prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
+    client = MlflowClient()
+    run = client.get_run(result.run_id)
+    holdout, holdout_digest = holdout_scores(unit.study, run)
+    store.write(Record(
+        block=unit.block.name, unit=unit.name, key=unit.key, settings=unit_settings(unit.config),
+        data_digest=unit.prepared.digest, holdout_digest=holdout_digest,
+        metrics=dict(run.data.metrics), holdout=holdout, history=histories(client, run),
+        wall_s=round(time.perf_counter() - started, 1), run_id=result.run_id, machine=records.machine(),
+        commit=records.commit(), finished=records.now()))
+    checkpoint.unlink(missing_ok=True)
+    return dict(result.metrics)
+
+
+def run_block(study: Study, block: RealDataBlock, store: RecordStore, budget: Budget) -> tuple[int, int, int]:
+    """The block's units without a record, in order, until the budget is spent.
+    Returns (measured now, skipped as already recorded, left for a later run)."""
+    units = plan_units(study, block)
+    todo = [u for u in units if store.get(u.key) is None]
+    done_before = len(units) - len(todo)
+    print(f"[{block.name}] {len(units)} units: {done_before} already recorded, {len(todo)} to measure",
+          file=sys.stderr, flush=True)
+    measured = 0
+    by_task: dict[str, list[Unit]] = {}
+    for u in todo:
+        by_task.setdefault(study.task_of(u.config), []).append(u)
+    for task, group in by_task.items():
+        if budget.spent():
+            break
+        name = f"real-{block.name}-{task}"
+        with tracking.study_run(study.experiment, name, tags=tracking.process_tags()
+                                | {tracking.TAG_STUDY: study.name, "real_data_block": block.name}, adopt=False):
+            for u in group:
+                if budget.spent():
+                    print(f"[{block.name}] budget of {budget.minutes:g} min spent: stopping before {u.name}",
+                          file=sys.stderr, flush=True)
+                    break
+                rows = run_cells([GridCell(u.name, {"unit": u.name}, lambda u=u: run_unit(u, store))])
+                measured += int(rows["status"].iloc[0] == "FINISHED")
+    return measured, done_before, len(todo) - measured
+
+
+# --- the page ---------------------------------------------------------------------------------
+HEADER = ["# Results on the real public data sets", "",
+          "Every number is a held-out number of one trained model, with its 95% bootstrap interval over "
+          "independent units (patients for mini-MIAS, source images for MoNuSeg); a seed changes the split and "
+          "the initialisation. *Holdout* columns score every model on the same fixed holdout (the registry's: "
+          "MoNuSeg's 14 official test images, mini-MIAS's held-out patients); *test* columns on the run's own "
+          "test split. Settings: `projects/<study>/real_data.py`. The page is rendered from the records under "
+          "`results/records/` (one per trained model: settings, data digest, metrics, machine, commit) by "
+          "`python -m pipeline.real_data --render`; a measurement resumes where its records end.", ""]
+
+
+def record_rows(recs: Iterable[Record], study: Study, block: RealDataBlock) -> pd.DataFrame:
+    """One row per record in the shape the block's table reads: settings, the run's test metrics
+    with intervals, baselines, costs, and the holdout's numbers as holdout_<metric>."""
+    rows = []
+    for r in recs:
+        m = {k: (math.nan if v is None else v) for k, v in r.metrics.items()}
+        cfg = study.config_cls.from_flat({k: v for k, v in r.settings.items() if k in study.config_cls.settings()})
+        row = dict(r.settings) | {"task": study.task_of(cfg), "status": r.status, "run_id": r.run_id,
+                                  "units": m.get(tracking.M_TEST_UNITS, math.nan),
+                                  "size_mb": m.get(tracking.M_SIZE_MB, math.nan),
+                                  "cpu_total_s": m.get(tracking.M_CPU_TOTAL, math.nan),
+                                  "epochs_run": m.get("epochs_run", math.nan), "wall_s": r.wall_s,
+                                  "commit": r.commit, "cpu": r.machine.get("cpu", "")}
+        for metric in block.metrics:
+            key = tracking.test_metric(metric)
+            row[metric] = m.get(key, math.nan)
+            row[f"{metric}_ci"] = (m.get(tracking.ci_low(key)), m.get(tracking.ci_high(key)))
+            h = {k: (math.nan if v is None else v) for k, v in r.holdout.items()}
+            row[f"holdout_{metric}"] = h.get(metric, math.nan)
+            row[f"holdout_{metric}_ci"] = (h.get(f"{metric}_ci95_low"), h.get(f"{metric}_ci95_high"))
+        row["holdout_units"] = (r.holdout or {}).get("units") or math.nan
+        row |= {k: v for k, v in m.items() if k.startswith("baseline_")}
+        row |= {f"holdout_{k}": (math.nan if v is None else v) for k, v in r.holdout.items() if k.startswith("baseline_")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def provenance(recs: list[Record]) -> str:
+    commits = sorted({r.commit for r in recs if r.commit})
+    cpus = sorted({f"{r.machine.get('cpu', '?')} ({r.machine.get('cores', '?')} cores)" for r in recs})
+    days = sorted({r.finished[:10] for r in recs if r.finished})
+    hours = sum(r.wall_s for r in recs) / 3600
+    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "?"
+    return (f"{len(recs)} trained models, {hours:.1f} h of wall time, measured {span} on {'; '.join(cpus)} "
+            f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '?'}.")
+
+
+def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None) -> str:
+    recs = store.all()
+    lines = [f"## {block.name}", ""]
+    if not recs:
+        return "\n".join(lines + ["Not measured yet: no records under "
+                                  f"`{_shown(store.root)}`.", ""])
+    lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units are recorded; "
+                                  "`python -m pipeline.real_data --blocks " + block.name + "` measures the rest."
+                                  if expected and len(recs) < expected else ""), ""]
+    return "\n".join(lines + [*block.table(record_rows(recs, study, block)), ""])
+
+
+def registry_section(root: Path) -> str | None:
+    rec = RecordStore(root / REGISTRY).get("last")
+    if rec is None:
+        return None
+    lines = rec.settings.get("lines", [])
+    return "\n".join([f"## Registry", "", f"`promote` after the measurement at commit {rec.commit} on "
+                      f"{rec.finished[:10]}, with the policies' gates of that commit, in the store that holds "
+                      f"these runs:", "", *[f"- {line}" for line in lines], ""])
+
+
+def render(root: Path, blocks: list[tuple[Study, RealDataBlock]]) -> str:
+    body = [block_section(s, b, RecordStore(root / b.name), sum(len(s.grid_configs(g)) for g in b.grids))
+            for s, b in blocks]
+    registry = registry_section(root)
+    return "\n".join(HEADER + body + ([registry] if registry else []))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(runtime.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write_registry_record(root: Path, summary: str) -> None:
+    RecordStore(root / REGISTRY).write(Record(
+        block=REGISTRY, unit="promote", key="last", settings={"lines": summary.split("; ")}, data_digest="",
+        machine=records.machine(), commit=records.commit(), finished=records.now()))
 
 
 @cli.entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.real_data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", type=Path, required=True, help="folder of the public data sets")
+    parser.add_argument("--data-root", type=Path, help="folder of the public data sets (not needed with --render)")
     parser.add_argument("--blocks", type=cli.str_list, default=[], help="a subset of the blocks (default: all)")
-    parser.add_argument("--quick", type=cli.str2bool, default=False, help="2 epochs, 1 seed: wiring only")
+    parser.add_argument("--quick", type=cli.str2bool, default=False,
+                        help="2 epochs, 1 seed: wiring only (its records go under the cache, not results/)")
+    parser.add_argument("--budget-min", type=float, default=0,
+                        help="start no new unit after this many minutes (0: no limit); the unit in progress "
+                             "finishes and is recorded")
+    parser.add_argument("--render", action="store_true", help="only re-render the page from the records")
+    parser.add_argument("--promote", type=cli.str2bool, default=True, help="run promote after the units")
+    parser.add_argument("--records", type=Path, default=None,
+                        help=f"folder of the records (default: {_shown(records.RECORDS)})")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    if not args.data_root.is_dir():
+    if args.budget_min < 0:
+        raise InputError("--budget-min", f"must be >= 0, got {args.budget_min:g}")
+    root = args.records or (runtime.cache_dir() / "records-quick" if args.quick else records.RECORDS)
+    if args.data_root is None and not args.render:
+        raise InputError("--data-root", "required unless --render")
+    if args.data_root is not None and not args.data_root.is_dir():
         raise InputError(args.data_root, "data root does not exist")
-    tracking.setup_tracking()
-    todo = [(s, b) for s in all_studies() for b in s.real_data(args.data_root.resolve(), args.quick)]
-    known = [b.name for _, b in todo]
+    data_root = (args.data_root or Path("data")).resolve()
+    every = [(s, b) for s in all_studies() for b in s.real_data(data_root, args.quick)]
+    known = [b.name for _, b in every]
     unknown = [b for b in args.blocks if b not in known]
-    if unknown or not todo:
-        raise InputError("--blocks" if unknown else args.data_root,
-                         f"unknown block(s) {', '.join(unknown)}; here: {', '.join(known)}" if unknown
-                         else "no study found its public data set here")
-    todo = [(s, b) for s, b in todo if not args.blocks or b.name in args.blocks]
-    command = "python -m pipeline.real_data " + " ".join(argv if argv is not None else sys.argv[1:])
-    old = args.out.read_text() if args.out.is_file() else ""
+    if unknown:
+        raise InputError("--blocks", f"unknown block(s) {', '.join(unknown)}; here: {', '.join(known)}")
+    chosen = [(s, b) for s, b in every if not args.blocks or b.name in args.blocks]
+    if not args.render:
+        present = [(s, b) for s, b in chosen if b.source is None or b.source.is_dir()]
+        if not present:
+            raise InputError(args.data_root, "no study found its public data set here "
+                                             f"(looked for {', '.join(str(b.source) for _, b in chosen)})")
+        tracking.setup_tracking()
+        budget = Budget(args.budget_min)
+        for study, block in present:
+            print(f"=== real data: {block.name} ===", file=sys.stderr, flush=True)
+            measured, skipped, left = run_block(study, block, RecordStore(root / block.name), budget)
+            print(f"[{block.name}] measured {measured}, already recorded {skipped}, left {left}",
+                  file=sys.stderr, flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(render(root, every))  # after every block
+        if args.promote:
+            from registry import promote
+
+            write_registry_record(root, promote.promote_all(dry_run=False))
+    text = render(root, every)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    new = {}
-    for study, block in todo:
-        print(f"=== real data: {block.name} ===", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        run_block(study, block)
-        new[block.name] = block_section(block, command, time.perf_counter() - started)
-        args.out.write_text(page(new, old, known))  # after every block: hours of work survive a later failure
-    promotion = promote.promote_all(dry_run=False)
-    moves = "\n".join(f"- {line}" for line in promotion.split("; "))
-    new["Registry"] = f"## Registry\n\n`promote` after `{command}`:\n\n{moves}\n"
-    text = page(new, old, known)
     args.out.write_text(text)
     print(text)
     return 0

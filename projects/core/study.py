@@ -155,8 +155,8 @@ class RealDataBlock:
     name: str  # what --blocks selects, e.g. "roi"
     grids: list  # the study's grid configs, data already pointed at the real set
     metrics: tuple[str, ...]  # the held-out metrics the table shows (test_<name>, with intervals)
-    table: Callable[[Any], list[str]]  # rows (one per child run) -> markdown lines
-    parents: list[str] = field(default_factory=list)  # filled by the run
+    table: Callable[[Any], list[str]]  # rows (one per record: pipeline.real_data.record_rows) -> markdown lines
+    source: Path | None = None  # the public data set it needs (the page renders without it)
 
 
 # --- benchmarks --------------------------------------------------------------------------------

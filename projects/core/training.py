@@ -3,16 +3,25 @@
 weights, per-epoch metrics logged to the active MLflow run, throughput, a progress bar, and a
 hook that search trials use for pruning. On return the model is back on the CPU in fp32: what
 is saved, exported and timed is the same whatever trained it.
+
+Inside `with resumable(path):` every fit writes its whole state (weights, optimizer, schedule,
+the kept epoch, early-stopping count, history, random generators) to `path` after each epoch
+and, when `path` already exists, continues from it: a unit of a long measurement
+(pipeline/real_data.py) that is killed loses at most the epoch in progress.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
+import os
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -159,7 +168,19 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     history: list[dict[str, float]] = []
     bad_epochs, stopped_early, steps = 0, False, _Steps()
     start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    checkpoint = _CHECKPOINT.get()
+    first = 1
+    if checkpoint is not None and checkpoint.is_file():
+        first, bad_epochs, history = _restore(checkpoint, model, optimizer, schedule, scaler, best, train_loader)
+        if log:  # the new run shows the whole curve, the epochs before the restart included
+            for epoch, metrics in enumerate(history, 1):
+                tracking.log_metrics_finite(metrics, step=epoch)
+            mlflow.set_tag("resumed_from_epoch", str(first - 1))
+        print(f"resumed from {checkpoint} after epoch {first - 1}", file=sys.stderr, flush=True)
+        if config.patience and bad_epochs >= config.patience:
+            first = config.epochs + 1  # it had already stopped early
+            stopped_early = True
+    for epoch in range(first, config.epochs + 1):
         metrics = {tracking.M_TRAIN_LOSS: _train_epoch(model, train_loader, loss_fn, optimizer, scaler, place,
                                                        config, epoch, steps)}
         if schedule is not None:
@@ -179,6 +200,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             bad_epochs = 0
         else:
             bad_epochs += 1
+        if checkpoint is not None:
+            _save(checkpoint, epoch, model, optimizer, schedule, scaler, best, bad_epochs, history, train_loader)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         if config.patience and bad_epochs >= config.patience:
@@ -192,6 +215,55 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     return FitResult(best_epoch=best.epoch, epochs_run=len(history), stopped_early=stopped_early,
                      train_seconds=time.perf_counter() - start, history=history,
                      best_metrics=best.metrics)
+
+
+# --- resumable training ---------------------------------------------------------------------------
+# A context variable rather than a fit() argument: the studies call fit from their own run code,
+# and only the long-measurement runner (pipeline/real_data.py) asks for checkpoints.
+_CHECKPOINT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("fit_checkpoint", default=None)
+
+
+@contextlib.contextmanager
+def resumable(path: Path | None) -> Iterator[None]:
+    """Every fit inside writes its state to `path` after each epoch and resumes from it."""
+    token = _CHECKPOINT.set(Path(path) if path is not None else None)
+    try:
+        yield
+    finally:
+        _CHECKPOINT.reset(token)
+
+
+def _save(path: Path, epoch: int, model: nn.Module, optimizer, schedule, scaler, best: _Best, bad_epochs: int,
+          history: list[dict[str, float]], loader: DataLoader) -> None:
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "schedule": schedule.state_dict() if schedule is not None else None,
+             "scaler": scaler.state_dict() if hasattr(scaler, "state_dict") else None,
+             "best": (best.score, best.epoch, best.metrics, best.state), "bad_epochs": bad_epochs,
+             "history": history, "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
+             "loader_rng": loader.generator.get_state() if getattr(loader, "generator", None) is not None else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill while saving leaves the previous epoch's state
+
+
+def _restore(path: Path, model: nn.Module, optimizer, schedule, scaler, best: _Best,
+             loader: DataLoader) -> tuple[int, int, list[dict[str, float]]]:
+    """Loads a checkpoint into the objects fit made; returns (next epoch, bad epochs, history)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by _save
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if schedule is not None and state["schedule"] is not None:
+        schedule.load_state_dict(state["schedule"])
+    if state["scaler"] is not None and hasattr(scaler, "load_state_dict"):
+        scaler.load_state_dict(state["scaler"])
+    best.score, best.epoch, best.metrics, best.state = state["best"]
+    random.setstate(state["rng"][0])
+    np.random.set_state(state["rng"][1])
+    torch.set_rng_state(state["rng"][2])
+    if state["loader_rng"] is not None and getattr(loader, "generator", None) is not None:
+        loader.generator.set_state(state["loader_rng"])
+    return state["epoch"] + 1, state["bad_epochs"], state["history"]
 
 
 class _Best:

@@ -21,27 +21,36 @@ METRICS = ("jaccard", "dice")
 
 def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
     monuseg = root / "monuseg"
-    if not monuseg.is_dir():
-        return []
     base = PathologyConfig.of(data=str(monuseg), **(PAPER | ({"epochs": 2} if quick else {})))
-    return [RealDataBlock("monuseg", [PathologyGridConfig(base=base, cells=CELLS)], METRICS, table)]
+    return [RealDataBlock("monuseg", [PathologyGridConfig(base=base, cells=CELLS)], METRICS, table, source=monuseg)]
 
 
 def _cell(value, ci) -> str:
-    low, high = ci
-    return "-" if value is None or pd.isna(value) else (f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None
-                                                         else f"{value:.3f}")
+    low, high = ci if isinstance(ci, (tuple, list)) else (None, None)
+    if value is None or pd.isna(value):
+        return "-"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and not pd.isna(low) else f"{value:.3f}"
+
+
+def _num(value, fmt: str = ".2f") -> str:
+    return "-" if value is None or pd.isna(value) else format(value, fmt)
 
 
 def table(rows: pd.DataFrame) -> list[str]:
+    """One row per trained model: the holdout's (MoNuSeg test/) per-tile Jaccard and Dice with
+    intervals over its images beside Table V's PAIP numbers, then the run's own test split."""
     paper = {(c.arch, str(c.filters), str(c.depth)): c for c in TABLE_V}
-    lines = ["| model | filters | depth | per-tile Jaccard [95% CI] | paper (PAIP) | Dice [95% CI] | all-background "
-             "| epochs | size MB (paper) | CPU s, 57 tiles (paper) | test images |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for _, r in rows.sort_values(["arch", "filters", "depth"]).iterrows():
+    lines = ["| model | filters | depth | seed | holdout per-tile Jaccard [95% CI] | holdout Dice [95% CI] "
+             "| holdout all-background Jaccard | Table V Jaccard (PAIP) | test-split Jaccard [95% CI] | epochs "
+             "| size MB (Table V) | CPU s, load + 57 tiles (Table V) | holdout images |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in rows.sort_values(["arch", "filters", "depth", "seed"]).iterrows():
         ref = paper.get((r["arch"], str(r["filters"]), str(r["depth"])))
-        lines.append(f"| {r['arch']} | {r['filters']} | {r['depth']} | {_cell(r['jaccard'], r['jaccard_ci'])} | "
-                     f"{ref.jaccard if ref else '-'} | {_cell(r['dice'], r['dice_ci'])} | "
-                     f"{r.get('baseline_jaccard_all_background', float('nan')):.3f} | {r['epochs_run']:.0f} | "
-                     f"{r['size_mb']:.2f} ({ref.size_mb if ref else '-'}) | {r['cpu_total_s']:.2f} "
-                     f"({ref.cpu_s if ref else '-'}) | {r['units']:.0f} |")
+        lines.append(f"| {r['arch']} | {r['filters']} | {r['depth']} | {r['seed']} "
+                     f"| {_cell(r['holdout_jaccard'], r['holdout_jaccard_ci'])} "
+                     f"| {_cell(r['holdout_dice'], r['holdout_dice_ci'])} "
+                     f"| {_num(r.get('holdout_baseline_all_background_jaccard'), '.3f')} "
+                     f"| {ref.jaccard if ref else '-'} | {_cell(r['jaccard'], r['jaccard_ci'])} "
+                     f"| {_num(r['epochs_run'], '.0f')} | {_num(r['size_mb'])} ({ref.size_mb if ref else '-'}) "
+                     f"| {_num(r['cpu_total_s'])} ({ref.cpu_s if ref else '-'}) | {_num(r['holdout_units'], '.0f')} |")
     return lines

@@ -1,0 +1,151 @@
+"""Long measurements as resumable records: one small JSON file per finished unit.
+
+A measurement of hours (the real-data page's trained cells, a benchmark's repetitions, a
+search's trials) is a list of units. Each unit that finishes writes one record under
+`results/records/<block>/` at once, so a killed job loses at most the unit in progress, and a
+rerun skips every unit whose record has the same settings and data digest. Pages are rendered
+from the committed records alone: a measurement run in pieces, on several machines, gives the
+same page as one run in one go.
+
+    store = RecordStore(RECORDS / "monuseg")
+    key = unit_key(settings, data_digest)
+    if store.get(key) is None and not budget.spent():
+        ... train ...
+        store.write(Record(block="monuseg", unit="elunet-4-4-s0", key=key, settings=settings, ...))
+
+A record says what produced it (commit, machine, date) and what it measured: settings, the
+data and holdout digests, metrics with their intervals, size, CPU times, wall time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from projects.core import runtime
+
+RECORDS = runtime.REPO_ROOT / "results" / "records"
+SCHEMA = 1
+
+
+def unit_key(settings: Mapping[str, Any], data_digest: str) -> str:
+    """Names a unit: the same settings on the same data are the same unit, whatever machine or
+    commit measures them (those are written in the record, not in its key)."""
+    text = json.dumps({"settings": dict(settings), "data": data_digest}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a missing or non-finite number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+@dataclass
+class Record:
+    block: str
+    unit: str  # readable name of the unit (a cell and seed, a trial, a repetition)
+    key: str  # unit_key(settings, data_digest)
+    settings: dict[str, Any]
+    data_digest: str
+    metrics: dict[str, float | None] = field(default_factory=dict)  # the run's logged numbers
+    holdout: dict[str, float | None] = field(default_factory=dict)  # scores on the study's holdout
+    history: dict[str, list[float | None]] = field(default_factory=dict)  # per-epoch curves (rank stability)
+    holdout_digest: str = "none"
+    status: str = "FINISHED"  # or "FAILED: <why>" (a cell that cannot run here is a result too)
+    wall_s: float = 0.0
+    run_id: str = ""
+    machine: dict[str, Any] = field(default_factory=dict)
+    commit: str = ""
+    finished: str = ""
+    schema: int = SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(_finite(asdict(self)), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RecordStore:
+    """The records of one block: `<root>/<key>.json`, written atomically."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str) -> Record | None:
+        path = self.path(key)
+        return Record.from_json(path.read_text()) if path.is_file() else None
+
+    def write(self, record: Record) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(record.key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(record.to_json())
+        os.replace(tmp, path)  # a kill mid-write leaves no half record
+        return path
+
+    def __iter__(self) -> Iterator[Record]:
+        for path in sorted(self.root.glob("*.json")):
+            yield Record.from_json(path.read_text())
+
+    def all(self) -> list[Record]:
+        return list(self)
+
+
+class Budget:
+    """`--budget-min N`: no new unit starts after N minutes (0 or None: no limit). The unit in
+    progress finishes; its record is written."""
+
+    def __init__(self, minutes: float | None):
+        self.minutes = minutes or 0
+        self.start = time.monotonic()
+
+    def elapsed_min(self) -> float:
+        return (time.monotonic() - self.start) / 60
+
+    def spent(self) -> bool:
+        return bool(self.minutes) and self.elapsed_min() >= self.minutes
+
+
+def commit() -> str:
+    """The checkout's commit ("+dirty" when tracked files differ from it): what measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=runtime.REPO_ROOT, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "") if head else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpu": runtime.cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "host_kind": platform.machine()}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
