@@ -20,6 +20,7 @@ an installed package can add its own) and the modules named in `MEDIMG_STUDIES`
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -355,8 +356,16 @@ def unregister_study(name: str) -> None:
     _STUDIES.pop(name, None)
 
 
+@functools.lru_cache(maxsize=1)
+def _entry_point_modules() -> tuple[str, ...]:
+    """The installed studies, read once per process: entry_points() scans every installed
+    distribution's metadata (~10 ms here), and a dashboard over 1,000 runs looked studies up
+    14,231 times (issue 30's profile: 130 of 152 s). Installing a study needs a new process."""
+    return tuple(ep.value.split(":")[0] for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _modules() -> list[str]:
-    names = [ep.value.split(":")[0] for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    names = list(_entry_point_modules())
     names += [m.strip() for m in os.environ.get(STUDIES_ENV, "").split(",") if m.strip()]
     return list(dict.fromkeys(names))
 
