@@ -111,7 +111,7 @@ def plan_units(study: Study, block: RealDataBlock) -> list[Unit]:
 def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
     """Inside its child run: train (resuming from this machine's checkpoint of the unit, if
     any), score on the holdout, write the record. Returns the run's metrics for the grid table."""
-    started = time.perf_counter()
+    started, load = time.perf_counter(), records.load_1min()
     checkpoint = checkpoint_dir() / unit.block.name / f"{unit.key}.pt"
     with training.resumable(checkpoint):
         result = unit.study.run(unit.config, unit.prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
@@ -122,7 +122,7 @@ def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
         block=unit.block.name, unit=unit.name, key=unit.key, settings=unit_settings(unit.config),
         data_digest=unit.prepared.digest, holdout_digest=holdout_digest,
         metrics=dict(run.data.metrics), holdout=holdout, history=histories(client, run),
-        wall_s=round(time.perf_counter() - started, 1), run_id=result.run_id, machine=records.machine(),
+        wall_s=round(time.perf_counter() - started, 1), run_id=result.run_id, machine=records.machine(load),
         commit=records.commit(), finished=records.now()))
     checkpoint.unlink(missing_ok=True)
     return dict(result.metrics)
@@ -198,10 +198,13 @@ def provenance(recs: list[Record]) -> str:
     commits = sorted({r.commit for r in recs if r.commit})
     cpus = sorted({f"{r.machine.get('cpu', '?')} ({r.machine.get('cores', '?')} cores)" for r in recs})
     days = sorted({r.finished[:10] for r in recs if r.finished})
+    loads = [v for r in recs for k, v in r.machine.items() if k.startswith("load_1min") and v is not None]
     hours = sum(r.wall_s for r in recs) / 3600
     span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "?"
     return (f"{len(recs)} trained models, {hours:.1f} h of wall time, measured {span} on {'; '.join(cpus)} "
-            f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '?'}.")
+            f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '?'}"
+            + (f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f} (CPU times are only as good as the "
+               "machine was idle)." if loads else "."))
 
 
 def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None) -> str:

@@ -140,11 +140,22 @@ def commit() -> str:
         return ""
 
 
-def machine() -> dict[str, Any]:
+def machine(load_at_start: float | None = None) -> dict[str, Any]:
+    """What measured, and how busy it was: a unit's CPU timings are only as good as the
+    machine was idle (the 1-minute load average when the unit started and when it ended)."""
     import torch
 
-    return {"cpu": runtime.cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "host_kind": platform.machine()}
+    out = {"cpu": runtime.cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "python": platform.python_version(), "host_kind": platform.machine(),
+           "load_1min_end": load_1min()}
+    return out | ({"load_1min_start": load_at_start} if load_at_start is not None else {})
+
+
+def load_1min() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not on every platform
+        return None
 
 
 def now() -> str:
