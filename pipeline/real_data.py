@@ -117,7 +117,8 @@ def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
         result = unit.study.run(unit.config, unit.prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
     client = MlflowClient()
     run = client.get_run(result.run_id)
-    holdout, holdout_digest = holdout_scores(unit.study, run)
+    # without a logged model (log_model=false: a measurement of training curves) nothing is scored
+    holdout, holdout_digest = holdout_scores(unit.study, run) if getattr(unit.config, "log_model", True) else ({}, "")
     store.write(Record(
         block=unit.block.name, unit=unit.name, key=unit.key, settings=unit_settings(unit.config),
         data_digest=unit.prepared.digest, holdout_digest=holdout_digest,
@@ -234,6 +235,15 @@ def render(root: Path, blocks: list[tuple[Study, RealDataBlock]]) -> str:
             for s, b in blocks]
     registry = registry_section(root)
     return "\n".join(HEADER + body + ([registry] if registry else []))
+
+
+def sections(text: str) -> dict[str, str]:
+    """A page's `## <name>` sections by name (what comes before the first is the header)."""
+    out: dict[str, str] = {}
+    for chunk in ("\n" + text).split("\n## ")[1:]:
+        name = chunk.split("\n", 1)[0].strip()
+        out[name] = ("## " + chunk).rstrip() + "\n"
+    return out
 
 
 def _shown(path: Path) -> str:

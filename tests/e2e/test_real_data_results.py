@@ -1,42 +1,78 @@
 """The real-data results command, on a MIAS-format copy of the embedded films (the public
-sets are not needed to check the wiring: --quick trains 2 epochs, one seed)."""
+sets are not needed to check the wiring: --quick trains 2 epochs, one seed): a job killed
+mid-way resumes from its records without training a finished unit again, and the page is
+rendered from the records."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import real_data
 from projects.core import tracking
+from projects.core.records import RecordStore
 from projects.embedded import ensure_mias
 
 from conftest import running_runs
 
 
+def _units_by_name(exp: str) -> dict[str, list]:
+    client = MlflowClient()
+    out: dict[str, list] = {}
+    for run in client.search_runs([tracking.ensure_experiment(exp)], "tags.mlflow.parentRunId != ''"):
+        out.setdefault(run.info.run_name, []).append(run.info.status)
+    return out
+
+
 @pytest.mark.slow
-def test_quick_roi_block_writes_its_section_with_intervals_and_promotes(tmp_path):
+def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path):
     root = tmp_path / "data"
     shutil.copytree(ensure_mias(), root / "mias")
-    out = tmp_path / "REAL_DATA.md"
-    out.write_text("\n".join(real_data.HEADER + ["## monuseg", "", "kept from an earlier run", ""]))
-    assert real_data.main(["--data-root", str(root), "--blocks", "mias-roi", "--quick", "true",
-                           "--out", str(out)]) == 0
-    text = out.read_text()
-    got = real_data.sections(text)
-    assert list(got) == ["mias-roi", "monuseg", "Registry"]
-    assert "kept from an earlier run" in got["monuseg"]
-    cells = [line.split("|") for line in got["mias-roi"].splitlines() if line.startswith("| ")]
-    rows = [c for c in cells if c[2].strip().isdigit()]  # task, seed, metric [interval], ...
+    records, out = tmp_path / "records", tmp_path / "REAL_DATA.md"
+    args = ["--data-root", str(root), "--blocks", "mias-roi", "--quick", "true", "--records", str(records),
+            "--out", str(out)]
+    store = RecordStore(records / "mias-roi")
+    job = subprocess.Popen([sys.executable, "-m", "pipeline.real_data", *args, "--promote", "false"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 600
+        while not store.all() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert store.all(), "the first unit never wrote its record"
+    finally:
+        job.send_signal(signal.SIGKILL)  # mid-way through the second unit: nothing can clean up
+        job.wait(60)
+    first = store.all()
+    assert len(first) == 1 and first[0].status == "FINISHED"
+    assert first[0].holdout["balanced_accuracy"] is not None and first[0].commit
+
+    assert real_data.main(args) == 0  # the same command again: resumes
+    recs = {r.unit: r for r in store}
+    assert len(recs) == 3  # one record per task (quick: one seed)
+    assert recs[first[0].unit].run_id == first[0].run_id  # the finished unit was not trained again
+    runs = _units_by_name("mammography")
+    assert runs[first[0].unit] == ["FINISHED"]
+    assert all(statuses.count("FINISHED") == 1 for statuses in runs.values())
+    assert running_runs() == []  # the killed unit's run was closed as FAILED, not left RUNNING
+
+    got = real_data.sections(out.read_text())
+    assert list(got) == ["mias-roi", "mias-film", "monuseg", "Registry"]
+    assert "Not measured yet" in got["monuseg"] and "Not measured yet" in got["mias-film"]
+    rows = [c.split("|") for c in got["mias-roi"].splitlines() if c.startswith("| roi_")]
     assert {c[1].strip() for c in rows} == {"roi_normal_abnormal", "roi_7class", "roi_benign_malignant"}
-    assert all("[" in c[3] and "]" in c[3] for c in rows)  # every balanced accuracy has its interval
+    assert all("[" in c[3] and "[" in c[8] for c in rows)  # test-split and holdout intervals
     assert "promote" in got["Registry"]
-    # every run finished, one parent per task with its children
-    parents = MlflowClient().search_runs([tracking.ensure_experiment("mammography")],
-                                         "tags.mlflow.runName LIKE 'real-mias-roi-%'")
-    assert len(parents) == 3 and running_runs() == []
+
+    before = out.read_text()
+    out.unlink()
+    assert real_data.main(["--render", "--quick", "true", "--records", str(records), "--out", str(out)]) == 0  # no data
+    assert out.read_text() == before
 
 
 def test_an_unknown_block_is_one_line_and_exit_2(tmp_path):

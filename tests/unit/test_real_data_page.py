@@ -1,22 +1,50 @@
-"""results/REAL_DATA.md keeps the sections of blocks a partial run (--blocks) did not redo."""
+"""results/REAL_DATA.md is rendered from the records alone: no data, no MLflow store, no
+training (`python -m pipeline.real_data --render`)."""
 from __future__ import annotations
 
-from pipeline.real_data import HEADER, page, sections
-
-OLD = "\n".join(HEADER + ["## mias-roi", "", "old roi table", "", "## monuseg", "", "old monuseg table", "",
-                          "## Registry", "", "old promotion", ""])
-
-
-def test_a_partial_run_rewrites_its_blocks_and_keeps_the_others_in_order():
-    new = {"monuseg": "## monuseg\n\nnew monuseg table\n", "Registry": "## Registry\n\nnew promotion\n"}
-    text = page(new, OLD, order=["mias-roi", "mias-film", "monuseg"])
-    got = sections(text)
-    assert list(got) == ["mias-roi", "monuseg", "Registry"]
-    assert "old roi table" in got["mias-roi"] and "new monuseg table" in got["monuseg"]
-    assert "old monuseg table" not in text and "old promotion" not in text
-    assert text.startswith(HEADER[0]) and text.count(HEADER[0]) == 1
+from pipeline.real_data import main, sections
+from projects.core.records import Record, RecordStore, unit_key
+from projects.pathology.real_data import PAPER
 
 
-def test_the_first_run_writes_a_page_from_nothing():
-    text = page({"mias-film": "## mias-film\n\nt\n"}, "", order=["mias-roi", "mias-film"])
-    assert list(sections(text)) == ["mias-film"]
+def _monuseg_record(arch: str, filters: int, depth: int, jaccard: float, commit: str) -> Record:
+    settings = PAPER | {"arch": arch, "filters": filters, "depth": depth, "seed": 0}
+    settings.pop("progress")
+    return Record(
+        block="monuseg", unit=f"{arch}-n{filters}-d{depth}-s0", key=unit_key(settings, "d"), settings=settings,
+        data_digest="d", holdout_digest="h", commit=commit, finished="2026-12-06T03:00:00+00:00", wall_s=1800,
+        machine={"cpu": "AMD EPYC", "cores": 2, "load_1min_start": 1.0, "load_1min_end": 2.5},
+        metrics={"test_jaccard": jaccard - 0.02, "test_jaccard_ci95_low": jaccard - 0.05,
+                 "test_jaccard_ci95_high": jaccard + 0.01, "epochs_run": 17.0, "model_size_mb": 0.2,
+                 "cpu_total_s": 1.25, "test_n_units": 6.0},
+        holdout={"jaccard": jaccard, "jaccard_ci95_low": jaccard - 0.03, "jaccard_ci95_high": jaccard + 0.02,
+                 "dice": 0.8, "dice_ci95_low": 0.78, "dice_ci95_high": 0.82, "units": 14.0,
+                 "baseline_all_background_jaccard": 0.0})
+
+
+def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent' / 'x.db'}")  # never opened
+    store = RecordStore(tmp_path / "records" / "monuseg")
+    store.write(_monuseg_record("elunet", 4, 4, 0.612, "aaa111"))
+    store.write(_monuseg_record("unet", 32, 4, 0.655, "bbb222"))
+    out = tmp_path / "REAL_DATA.md"
+    assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    got = sections(out.read_text())
+    assert list(got) == ["mias-roi", "mias-film", "monuseg"]  # no registry record: no registry section
+    assert "Not measured yet" in got["mias-roi"]
+    monuseg = got["monuseg"]
+    assert "2 trained models, 1.0 h" in monuseg and "aaa111, bbb222" in monuseg and "2 of the block's 3" in monuseg
+    assert "load average 1.0-2.5" in monuseg
+    rows = {r.split("|")[1].strip() + r.split("|")[2].strip(): r.split("|") for r in monuseg.splitlines()
+            if r.startswith("| elunet") or r.startswith("| unet")}
+    assert rows["elunet4"][5].strip() == "0.612 [0.582, 0.632]"  # holdout Jaccard with its interval
+    assert rows["elunet4"][8].strip() == "0.867"  # Table V's ELU-Net (4, 4) beside it
+    assert rows["unet32"][5].strip() == "0.655 [0.625, 0.675]" and rows["unet32"][13].strip() == "14"
+    assert not (tmp_path / "absent").exists()
+
+
+def test_an_empty_records_folder_renders_every_block_as_not_measured(tmp_path):
+    out = tmp_path / "page.md"
+    assert main(["--render", "--records", str(tmp_path / "none"), "--out", str(out)]) == 0
+    got = sections(out.read_text())
+    assert all("Not measured yet" in text for text in got.values()) and "monuseg" in got
