@@ -1,0 +1,193 @@
+"""Rank stability: does a model's validation Jaccard after k epochs rank configurations the way
+their final validation Jaccard does? It decides the least training a search may give a trial
+before pruning it (the pruner's minimum resource).
+
+Each configuration is a unit of a resumable measurement (pipeline/real_data.py's runner:
+one record per trained configuration under `results/records/<block>/`, with its per-epoch
+validation curve); the table is computed from the records alone:
+
+    python -m pipeline.rank_stability --blocks rank-embedded          # train what has no record, then render
+    python -m pipeline.rank_stability --render                        # the RESULTS.md section from the records
+
+For each epoch k: Spearman's rho between the configurations' val_jaccard at epoch k and at the
+last epoch (every configuration trains the same number of epochs, no early stopping), with a
+95% bootstrap interval over configurations, and whether the final winner is in epoch k's top
+quarter. The minimum resource is the first k whose rho is at least RHO_MIN.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from projects.core import cli, records, runtime, tracking
+from projects.core.errors import InputError
+from projects.core.records import Budget, Record, RecordStore
+from projects.core.study import RealDataBlock, get_study
+
+RESULTS = runtime.REPO_ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## 8. Rank stability: how early a validation score ranks configurations"
+RHO_MIN = 0.8  # "ranks like the final score": a pruner that keeps the top half then rarely drops the winner
+METRIC = "val_jaccard"
+EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class RankBlock:
+    name: str
+    study: str
+    base: dict  # settings every configuration shares
+    space: dict  # setting -> values; the configurations are their product
+    data: str  # what the table calls the data
+
+    def configs(self) -> list[dict]:
+        keys = list(self.space)
+        return [self.base | dict(zip(keys, values)) for values in itertools.product(*self.space.values())]
+
+
+BLOCKS = {
+    # The embedded PAIP-format set at the main job's quick size: 16 configurations, 10 epochs.
+    "rank-embedded": RankBlock(
+        "rank-embedded", "pathology",
+        base=dict(data="embedded", embedded_images=16, embedded_size=256, tile_size=64, batch_size=8, epochs=EPOCHS,
+                  patience=0, cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False),
+        space={"arch": ["unet", "elunet"], "depth": [3, 4], "filters": [4, 8], "lr": [1e-3, 3e-3]},
+        data="embedded PAIP-format tiles, 64 px"),
+}
+
+
+def block_of(rank: RankBlock) -> RealDataBlock:
+    """The configurations as a block of the records runner (one grid per configuration)."""
+    from projects.pathology.grid import PathologyGridConfig  # the blocks rank U-Net/ELU-Net cells
+
+    study = get_study(rank.study)
+    grids = [PathologyGridConfig(base=study.config_cls.of(**cfg), cells=[(cfg["arch"], cfg["filters"], cfg["depth"])])
+             for cfg in rank.configs()]
+    return RealDataBlock(rank.name, grids, ("jaccard",), lambda rows: [])
+
+
+def curves(recs: list[Record], metric: str = METRIC) -> pd.DataFrame:
+    """Configurations x epochs of the metric, from finished records with a full curve."""
+    rows = {}
+    for r in recs:
+        curve = r.history.get(metric) or []
+        if r.status == "FINISHED" and curve and None not in curve:
+            label = f"{r.settings.get('arch')} d{r.settings.get('depth')} n{r.settings.get('filters')} " \
+                    f"lr{r.settings.get('lr'):g} s{r.settings.get('seed')}"
+            rows[label] = curve
+    if not rows:
+        return pd.DataFrame()
+    length = min(len(c) for c in rows.values())
+    return pd.DataFrame({k: v[:length] for k, v in rows.items()}).T.set_axis(range(1, length + 1), axis=1)
+
+
+def stability(table: pd.DataFrame, seed: int = 0, resamples: int = 1000) -> pd.DataFrame:
+    """Per epoch k: rho(k, last) with a bootstrap interval over configurations, and whether the
+    last epoch's best configuration is in epoch k's top quarter."""
+    final = table.iloc[:, -1].to_numpy()
+    rng = np.random.default_rng(seed)
+    n = len(table)
+    winner = int(np.argmax(final))
+    out = []
+    for k in table.columns:
+        at_k = table[k].to_numpy()
+        rho = stats.spearmanr(at_k, final).statistic
+        boot = []
+        for _ in range(resamples):
+            idx = rng.integers(0, n, n)
+            if len(set(idx)) > 2:
+                value = stats.spearmanr(at_k[idx], final[idx]).statistic
+                if np.isfinite(value):
+                    boot.append(value)
+        low, high = (np.percentile(boot, [2.5, 97.5]) if boot else (np.nan, np.nan))
+        top = np.argsort(-at_k)[:max(1, n // 4)]
+        out.append({"epoch": k, "rho": rho, "rho_low": low, "rho_high": high, "winner_in_top_quarter": winner in top})
+    return pd.DataFrame(out)
+
+
+def min_resource(table: pd.DataFrame) -> int | None:
+    ok = table[table["rho"] >= RHO_MIN]
+    return int(ok["epoch"].iloc[0]) if len(ok) else None
+
+
+def section(root: Path) -> str:
+    lines = [SECTION, "",
+             f"Spearman's rho between each configuration's `{METRIC}` after k epochs and after the last, over "
+             "configurations trained the same number of epochs without early stopping (95% bootstrap interval "
+             f"over configurations). The minimum resource is the first k with rho >= {RHO_MIN}: a pruner that "
+             "judges trials earlier throws away models that would have ranked high. Rendered from the records "
+             "under `results/records/<block>/` by `python -m pipeline.rank_stability --render`.", ""]
+    for rank in BLOCKS.values():
+        recs = RecordStore(root / rank.name).all()
+        table = curves(recs)
+        lines += [f"### {rank.name}: {rank.data}", ""]
+        if len(table) < 3:
+            lines += [f"Not measured yet ({len(table)} of {len(rank.configs())} configurations recorded; "
+                      f"`python -m pipeline.rank_stability --blocks {rank.name}` measures them).", ""]
+            continue
+        result = stability(table)
+        k = min_resource(result)
+        lines += [records_line(recs, len(table), len(rank.configs())), "",
+                  "| epoch k | rho(k, last) [95% CI] | last epoch's winner in epoch k's top quarter |", "|---|---|---|"]
+        lines += [f"| {int(r.epoch)} | {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}] | "
+                  f"{'yes' if r.winner_in_top_quarter else 'no'} |" for r in result.itertuples()]
+        lines += ["", f"Minimum resource: **{k} epoch{'s' if k != 1 else ''}** (the first k with rho >= {RHO_MIN})."
+                  if k is not None and k < table.shape[1] else
+                  f"No epoch before the last reaches rho >= {RHO_MIN}: do not prune this space early.", ""]
+    return "\n".join(lines)
+
+
+def records_line(recs: list[Record], used: int, expected: int) -> str:
+    commits = sorted({r.commit for r in recs if r.commit})
+    cpus = sorted({str(r.machine.get("cpu", "?")) for r in recs})
+    failed = len(recs) - used
+    return (f"{used} of {expected} configurations with full curves{f' ({failed} more recorded without one)' if failed else ''}, "
+            f"{sum(r.wall_s for r in recs) / 60:.0f} min of training, on {', '.join(cpus)} at {', '.join(commits)}.")
+
+
+def write_section(text: str, path: Path = RESULTS) -> None:
+    """Replaces the section (up to the next `## ` heading) or appends it."""
+    page = path.read_text() if path.is_file() else ""
+    start = page.find(SECTION)
+    if start < 0:
+        page = page.rstrip() + "\n\n" + text.rstrip() + "\n"
+    else:
+        end = page.find("\n## ", start + len(SECTION))
+        page = page[:start] + text.rstrip() + "\n" + (page[end:] if end >= 0 else "")
+    path.write_text(page)
+
+
+@cli.entry_point
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import real_data
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.rank_stability", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--blocks", type=cli.str_list, default=[], help=f"blocks to measure: {', '.join(BLOCKS)}")
+    parser.add_argument("--budget-min", type=float, default=0, help="start no new unit after this many minutes")
+    parser.add_argument("--render", action="store_true", help="only re-render the section from the records")
+    parser.add_argument("--records", type=Path, default=records.RECORDS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the page whose section is rewritten")
+    args = parser.parse_args(argv)
+    unknown = [b for b in args.blocks if b not in BLOCKS]
+    if unknown:
+        raise InputError("--blocks", f"unknown block(s) {', '.join(unknown)}; choose from {', '.join(BLOCKS)}")
+    if not args.render:
+        tracking.setup_tracking()
+        budget = Budget(args.budget_min)
+        for name in args.blocks or list(BLOCKS):
+            rank = BLOCKS[name]
+            real_data.run_block(get_study(rank.study), block_of(rank), RecordStore(args.records / name), budget)
+    text = section(args.records)
+    write_section(text, args.out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
