@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
@@ -203,7 +202,8 @@ def _model_source(client: MlflowClient, run) -> tuple[str, str | None]:
             best = (logged.model_id, output.step)
     if best is not None:
         return f"models:/{best[0]}", best[0]
-    return RunsArtifactRepository.get_underlying_uri(f"runs:/{run.info.run_id}/{tracking.MODEL_ARTIFACT}"), None
+    # What runs:/<id>/<artifact> resolves to: the artifact under the run's artifact root.
+    return f"{run.info.artifact_uri.rstrip('/')}/{tracking.MODEL_ARTIFACT}", None
 
 
 def _fmt_num(value: float) -> str:
