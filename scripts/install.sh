@@ -39,18 +39,18 @@ TORCH="torch==$(lock_pin torch | cut -d+ -f1)+$BUILD"
 VISION="torchvision==$(lock_pin torchvision | cut -d+ -f1)"
 CONSTRAINTS=$LOCK
 if [ "$BUILD" != cpu ]; then
-  # The lock with torch and torchvision as this CUDA build (written beside the venv).
+  # The lock with torch and torchvision as this CUDA build (a temporary copy).
   VISION="$VISION+$BUILD"
   CONSTRAINTS=$(mktemp /tmp/medimg-lock-$BUILD.XXXXXX)
   trap 'rm -f "$CONSTRAINTS"' EXIT
   sed -e "s/^torch==.*/$TORCH/" -e "s/^torchvision==.*/$VISION/" "$LOCK" > "$CONSTRAINTS"
 fi
 export PIP_CONSTRAINT="$PWD/requirements/constraints.txt $CONSTRAINTS"
-SOURCE=$(torch_pip_source "$TORCH" "$PY")
 # torch first, alone (torchvision with it for a CUDA build, from the same index): with the
 # locked build installed, nothing later can drag in another one.
 FIRST="$TORCH"; [ "$BUILD" = cpu ] || FIRST="$TORCH $VISION"
 if [ -n "$PLAN" ]; then
+  SOURCE=$(torch_pip_source "$TORCH" "$PY")
   echo "pip install $SOURCE${SOURCE:+ }$FIRST"
   echo "pip install -e .[test]"
   echo "python scripts/lock_sync.py $LOCK $BUILD"
@@ -62,8 +62,9 @@ stamp="$VENV/.installed-$stamp_build$(cat pyproject.toml requirements/constraint
 if [ ! -f "$stamp" ]; then
   # A dependency added to pyproject.toml without a refreshed lock would install unpinned.
   PYTHON="$PY" scripts/lock.sh --check
-  echo "[install] creating $VENV with $($PY --version), torch build $BUILD${SOURCE:+ from ${SOURCE##* }}"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  SOURCE=$(torch_pip_source "$TORCH" "$VENV/bin/python")
+  echo "[install] installing into $VENV ($($VENV/bin/python --version)): torch $BUILD build${SOURCE:+ from ${SOURCE##* }}"
   # shellcheck disable=SC2086  # SOURCE and FIRST are option/requirement lists
   "$VENV/bin/pip" install -q $SOURCE $FIRST
   "$VENV/bin/pip" install -q -e ".[test]"
