@@ -1,11 +1,13 @@
 """What MLflow's system-metrics sampler costs a training run, at the platform's interval.
 
-Training runs log system metrics (CPU, memory, disk, network: MLflow's
-SystemMetricsMonitor, a background thread of the training process). Each sample reads
+Training runs log system metrics (CPU, memory, disk, network: MLflow's sampler, a background
+thread of the training process, started by `mlflow.start_run(log_system_metrics=True)`). Each sample reads
 psutil, asks the tracking store whether the run still runs, and logs a batch: CPU time of
 the training process, taken from training. Measured directly: the process's CPU time over
 windows of equal length with the sampler off and on, interleaved (off on off on ...), with
-the process otherwise idle, so the difference is the sampler's own. Its share of a training
+the process otherwise idle, so the difference is the sampler's own. Each window is a nested
+run, started with the sampler on or off through MLflow's public switch, and timed only between
+its start and its end. Its share of a training
 run's CPU time is that over the CPU time training burns in the same window (all torch
 threads busy). The interval is runtime.ENV_DEFAULTS[MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL].
 """
@@ -16,7 +18,6 @@ import time
 
 import mlflow
 import torch
-from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
 from projects.core import runtime, tracking
 from projects.core.bench import Section, Table, load_average, median
@@ -29,18 +30,15 @@ def interval_s() -> float:
                  or runtime.ENV_DEFAULTS["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"])
 
 
-def _window(seconds: float, run_id: str | None, interval: float) -> tuple[float, int]:
-    """Process CPU seconds over `seconds` of idle wall time, with the sampler on the run or off."""
-    monitor = None
-    if run_id is not None:
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval)
-        monitor.start()
-    c0 = time.process_time()
-    time.sleep(seconds)
-    used = time.process_time() - c0
-    if monitor is not None:
-        monitor.finish()
-    return used, int(seconds // interval)
+def _window(seconds: float, sampler: bool, interval: float) -> tuple[float, int]:
+    """Process CPU seconds over `seconds` of idle wall time in a nested run, sampler on or off."""
+    mlflow.set_system_metrics_sampling_interval(interval)
+    with mlflow.start_run(run_name=f"window-{'on' if sampler else 'off'}", nested=True,
+                          log_system_metrics=sampler):
+        c0 = time.process_time()
+        time.sleep(seconds)
+        used = time.process_time() - c0
+    return used, int(seconds // interval) if sampler else 0
 
 
 def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
@@ -50,10 +48,10 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
     off, on, samples = [], [], 0
     log(f"[benchmarks] system_metrics: {rounds} x 2 windows of {window:.0f} s, sampling every {interval:g} s ...")
     with mlflow.start_run(experiment_id=experiment_id, run_name="system-metrics-probe", nested=True,
-                          tags={"benchmark": "system_metrics"}) as probe:
+                          tags={"benchmark": "system_metrics"}):
         for _ in range(rounds):
-            off.append(_window(window, None, interval)[0])
-            used, n = _window(window, probe.info.run_id, interval)
+            off.append(_window(window, False, interval)[0])
+            used, n = _window(window, True, interval)
             on.append(used)
             samples += n
     cost_s = max(0.0, median(on) - median(off))  # sampler CPU seconds per window

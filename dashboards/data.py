@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,15 +112,25 @@ def _experiments(mlc: MlflowClient) -> dict[str, str]:
             if e.name not in SKIP_EXPERIMENTS}
 
 
+PAGE_SIZE = 1000  # runs per search request
+
+
 def _search_all(mlc: MlflowClient, experiment_ids: Sequence[str]) -> list:
-    runs, token = [], None
+    """Every active run, page by page; a store of more than one page says on stderr how far it
+    is (a large store takes a while, and the dashboard shows nothing until it is read)."""
+    runs, token, started = [], None, time.monotonic()
     while True:
-        page = mlc.search_runs(list(experiment_ids), "", ViewType.ACTIVE_ONLY, max_results=1000,
+        page = mlc.search_runs(list(experiment_ids), "", ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE,
                                page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
+            if len(runs) > PAGE_SIZE:
+                print(f"[dashboards] read {len(runs)} runs in {time.monotonic() - started:.1f} s",
+                      file=sys.stderr, flush=True)
             return runs
+        print(f"[dashboards] reading the store: {len(runs)} runs so far ({time.monotonic() - started:.1f} s)",
+              file=sys.stderr, flush=True)
 
 
 def _to_int(value: object) -> float | int | None:

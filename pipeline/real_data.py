@@ -4,8 +4,8 @@ blocks (Study.real_data: its cells on the public sets under the data root) run u
 (projects/core/records.py); then `promote`; then results/REAL_DATA.md, rendered from the
 records alone.
 
-    python -m pipeline.real_data --data-root ../shared/data                      # every block (hours on 2 cores)
-    python -m pipeline.real_data --data-root ../shared/data --blocks monuseg --budget-min 120
+    python -m pipeline.real_data --data-root data                      # every block (hours on 2 cores)
+    python -m pipeline.real_data --data-root data --blocks monuseg --budget-min 120
     python -m pipeline.real_data --render                                         # the page from the records, no training
 
 A rerun skips every unit whose record has the same settings and data digest, so a job that is

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -82,7 +84,11 @@ class Promotion:
         shortlist, scored = ranked[:n], []
         for c in ranked[n:]:
             self.refused_all.append((who(c), f"outside the holdout shortlist of {n} (by its own {rule.metric})"))
-        for c in shortlist:
+        started = time.monotonic()
+        for i, c in enumerate(shortlist, 1):
+            # Loading and scoring a model takes seconds each: say where it is (stderr, one line each).
+            print(f"[promote] {self.name}: scoring {i}/{len(shortlist)} on the holdout: {who(c)} "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
             reason = self._holdout_refusal(c)
             if not reason:
                 beats = self.evaluation.beats_baselines(c, self.policy.gates.beats_baseline)

@@ -22,6 +22,7 @@ import yaml
 
 from projects.core import tracking
 from projects.core.errors import InputError
+from projects.core.private_api import private_attr
 from projects.core.study import all_studies, get_study, study_names
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -513,8 +514,14 @@ def _parse_aliases(path: Path, r: _Reader, gates: Gates) -> list[AliasRule]:
 def _check_filter(path: Path, text: str) -> None:
     """Parse the extra filter the way MLflow will, so a bad one fails at load time."""
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.search_utils import SearchUtils
 
+    # MLflow parses filters publicly only inside a search on a store; a policy is checked
+    # before any store is opened, so its private parser is used.
+    SearchUtils = private_attr(
+        "mlflow.utils.search_utils", "SearchUtils", dist="mlflow",
+        reason="MLflow has no public filter-string parser, and a policy's candidates.filter is "
+               "checked when the policy is read, before any store is opened (registry/policy.py)",
+        waits_for="mlflow/mlflow#6410 (a public, programmatic search-filter API)")
     try:
         clauses = SearchUtils.parse_search_filter(text)
     except MlflowException as exc:

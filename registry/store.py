@@ -10,9 +10,11 @@ repeated (`retry_conflicts`) and every alias move is verified after the write
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import random
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,6 @@ from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
@@ -203,7 +204,8 @@ def _model_source(client: MlflowClient, run) -> tuple[str, str | None]:
             best = (logged.model_id, output.step)
     if best is not None:
         return f"models:/{best[0]}", best[0]
-    return RunsArtifactRepository.get_underlying_uri(f"runs:/{run.info.run_id}/{tracking.MODEL_ARTIFACT}"), None
+    # What runs:/<id>/<artifact> resolves to: the artifact under the run's artifact root.
+    return f"{run.info.artifact_uri.rstrip('/')}/{tracking.MODEL_ARTIFACT}", None
 
 
 def _fmt_num(value: float) -> str:
@@ -272,7 +274,10 @@ def ensure_registered_model(client: MlflowClient, name: str, policy: Policy | No
 
 # --- locking ------------------------------------------------------------------------------------
 def _local_lock_path(name: str) -> Path | None:
-    """A lock file beside a local store; None for servers (verify-after-write only)."""
+    """The lock file of `name`'s promotions on a local store; None for servers (verify-after-write
+    only). It lies in the system's temporary folder, named by a digest of the store's resolved
+    path and the model, so nothing is left beside the user's store; every process promoting
+    into that store on this machine finds the same file (a local store is one machine's)."""
     if os.environ.get(LOCK_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     uri = mlflow.get_registry_uri() or mlflow.get_tracking_uri()
@@ -281,29 +286,44 @@ def _local_lock_path(name: str) -> Path | None:
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
         if not path or path == ":memory:":
             return None
-        db = Path(unquote(path.split("?")[0]))
-        return db.with_name(f"{db.name}.promote-{name}.lock")
-    if parsed.scheme in ("", "file"):
-        root = Path(unquote(parsed.path if parsed.scheme else uri))
-        return root / f".promote-{name}.lock"
-    return None
+        store = Path(unquote(path.split("?")[0]))
+    elif parsed.scheme in ("", "file"):
+        store = Path(unquote(parsed.path if parsed.scheme else uri))
+    else:
+        return None
+    if not store.parent.is_dir():
+        return None
+    key = hashlib.sha256(f"{store.resolve()}\0{name}".encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / "medimg-promote-locks" / f"{key}.lock"
 
 
 @contextlib.contextmanager
 def promotion_lock(name: str) -> Iterator[None]:
+    """One promotion of `name` at a time per local store, across processes (flock; released
+    by the kernel when a holder dies, so a stale file never blocks)."""
     path = _local_lock_path(name)
     try:
         import fcntl
     except ImportError:  # not POSIX: verify-after-write only
         fcntl = None
-    if path is None or fcntl is None or not path.parent.is_dir():
+    if path is None or fcntl is None:
         yield
         return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    # Shared by every user of this machine: the folder is sticky and world-writable like /tmp,
+    # and flock needs only read access to a file another user created.
+    try:
+        path.parent.mkdir()
+        path.parent.chmod(0o1777)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 

@@ -44,16 +44,26 @@ def log_candidate_model(wrapped, example) -> None:
     mlflow.set_tag(TAG_CANDIDATE, "true")
 
 
+# PyTorch's wheel indexes (one per build: cpu, cu128, ...); scripts/torch_build.sh installs from them.
+TORCH_INDEX_BASE = "https://download.pytorch.org/whl"
+
+
 def model_pip_requirements() -> list[str]:
-    """Explicit requirements for logged models: inference fails offline and costs seconds."""
+    """Explicit requirements for logged models (inferring them fails offline and costs seconds),
+    each installable by a plain pip: torch's local build label (+cpu) is served only by
+    PyTorch's own index, so the pin drops it and names that index (`torch==2.13.0` matches
+    2.13.0+cpu there, and pip prefers it over PyPI's CUDA build of the same version)."""
     import importlib.metadata as md
 
     reqs = []
     for pkg in ("torch", "mlflow", "numpy"):
         try:
-            reqs.append(f"{pkg}=={md.version(pkg)}")
+            version, _, build = md.version(pkg).partition("+")
         except md.PackageNotFoundError:
             continue
+        if build:
+            reqs.insert(0, f"--extra-index-url {TORCH_INDEX_BASE}/{build}")
+        reqs.append(f"{pkg}=={version}")
     return reqs
 
 

@@ -6,7 +6,8 @@ import sys
 import time
 
 import requests
-from mlflow.utils import rest_utils
+
+from projects.core.private_api import private_attr
 
 _BODY_RETRY_ATTEMPTS = 3
 BODY_RETRY_WARNING = "the answer was cut off mid-body"
@@ -24,6 +25,14 @@ def install_http_body_retry() -> None:
     idempotent on the server; a create-run answered too late may leave an empty twin run,
     which carries the job's host/pid tags and is closed as stale later (docs/team.md).
     """
+    # MLflow has no public hook into its HTTP client's retries: the private function is wrapped.
+    rest_utils = private_attr(
+        "mlflow.utils.rest_utils", "", dist="mlflow",
+        reason="its client retries a refused or reset connection and 5xx answers, not an answer "
+               "cut off mid-body (ChunkedEncodingError), and has no public retry hook; "
+               "projects/core/http_retry.py wraps rest_utils._get_http_response_with_retries",
+        waits_for="mlflow/mlflow#8004 (truncated responses from the server) and #7732 "
+                  "(InvalidChunkLength not retried)")
     original = rest_utils._get_http_response_with_retries
     if getattr(original, "_medimg_body_retry", False):
         return

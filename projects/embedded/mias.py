@@ -1,7 +1,7 @@
 """A deterministic mini-MIAS look-alike, written in the real on-disk format.
 
 The real database is 322 films (161 left/right pairs) of 1024 x 1024 px as binary PGM plus
-an `Info.txt` label file; see /work/shared/STUDIES.md. This module writes the same layout so
+an `Info.txt` label file; see docs/data.md. This module writes the same layout so
 the real loaders, not a shortcut, are what demos and tests exercise:
 
 - `Info.txt`: a free-text header between `=====` lines, then one row per abnormality,

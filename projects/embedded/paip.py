@@ -1,6 +1,6 @@
 """A deterministic PAIP 2023 look-alike: H&E tiles with tumour / non-tumour nucleus masks.
 
-Writes the public PAIP 2023 layout (see /work/shared/STUDIES.md), so the real loader is what
+Writes the public PAIP 2023 layout (see docs/data.md), so the real loader is what
 demos and tests exercise:
 
     img/<id>.png                        RGB H&E-like tile

@@ -1,4 +1,4 @@
-"""The mammography paper's published numbers (../shared/STUDIES.md, Study 1), in one place."""
+"""The mammography paper's published numbers (docs/studies.md, Study 1), in one place."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Table V of the pathology paper (Study 2 in /work/shared/STUDIES.md), as data.
+"""Table V of the pathology paper (Study 2 in docs/studies.md), as data.
 
 `TABLE_V` holds the 13 trained cells (4 U-Net, 9 ELU-Net) exactly as published;
 `UNTRAINABLE` the U-Net cells the authors could not train (dashes in the table);

@@ -64,11 +64,24 @@ def _values(ctx: SearchContext, params: dict[str, str], dists: dict) -> dict[str
 
 
 def _inside(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
-    # Optuna has no public membership test; _contains is what its own samplers use.
+    """Whether a trial could have drawn `value` from `dist`. Optuna's membership test is
+    private (its samplers' `_contains`), so the same rule is written here from the public
+    `to_internal_repr` (which refuses a choice not offered) and the bounds and step."""
+    D = optuna.distributions
     try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
+        internal = dist.to_internal_repr(value)
     except (ValueError, TypeError):
         return False
+    if isinstance(dist, D.CategoricalDistribution):
+        return True
+    if not isinstance(dist, (D.FloatDistribution, D.IntDistribution)) or math.isnan(internal):
+        return False
+    if not dist.low <= internal <= dist.high:
+        return False
+    if dist.step is None:
+        return True
+    steps = (internal - dist.low) / dist.step
+    return abs(steps - round(steps)) < 1e-8
 
 
 def _objectives(ctx: SearchContext, run) -> list[float] | None:

@@ -10,6 +10,7 @@ those or the `test` extra), and every declared dependency is imported or has a r
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -18,6 +19,8 @@ import tomllib
 from collections import defaultdict
 from importlib.metadata import distributions, packages_distributions
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements" / "lock.txt"
@@ -89,14 +92,114 @@ def test_lock_pins_cpu_torch_and_no_cuda():
             assert pins[norm(name)].split("+")[0] == version.strip(), constraint
 
 
+def _lock_sync():
+    """scripts/lock_sync.py, the rule scripts/install.sh syncs the environment by."""
+    spec = importlib.util.spec_from_file_location("lock_sync", REPO / "scripts" / "lock_sync.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_environment_is_exactly_the_lock():
-    pins, have = read_lock(), installed()
+    # A CUDA install (scripts/install.sh --cuda) is the lock with torch/torchvision as its build.
+    build = _lock_sync().build_of(next(iter(installed()["torch"])))
+    pins, also = _lock_sync().expected(read_lock(), "cpu" if build == "pypi" else build)
+    have = installed()
     project = norm(PYPROJECT["name"])
     wrong = {n: f"lock {v}, installed {sorted(have.get(n, [])) or 'nothing'}"
              for n, v in pins.items() if have.get(n) != {v}}
-    unlocked = {n: sorted(v) for n, v in have.items() if n not in pins and n not in NOT_LOCKED | {project}}
+    unlocked = {n: sorted(v) for n, v in have.items()
+                if n not in pins and n not in NOT_LOCKED | also | {project}}
     assert not wrong, f"installed versions differ from requirements/lock.txt (run scripts/install.sh): {wrong}"
     assert not unlocked, f"installed but not in requirements/lock.txt (run scripts/lock.sh): {unlocked}"
+
+
+# --- where torch comes from ---------------------------------------------------------------
+def _plan(*args: str, local_wheels: bool) -> list[str]:
+    """`scripts/install.sh --plan`: the pip commands it would run, resolved offline. Without
+    local wheels pip's whole configuration is isolated (no config file, no PIP_* variables),
+    as on a machine that has only the public indexes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    if local_wheels:
+        env = dict(os.environ)
+    else:
+        env["PIP_CONFIG_FILE"] = os.devnull
+    env["PYTHON"] = sys.executable
+    done = subprocess.run(["bash", str(REPO / "scripts" / "install.sh"), "--plan", *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_without_a_local_wheel_torch_comes_from_pytorchs_cpu_index():
+    torch_step = _plan(local_wheels=False)[0].split()
+    assert torch_step[:2] == ["pip", "install"]
+    assert "--extra-index-url" in torch_step, torch_step
+    assert torch_step[torch_step.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    assert f"torch=={read_lock()['torch']}" in torch_step  # the locked CPU build, exactly
+    # and the script says what it would do next: the project, then the check against the lock
+    assert _plan(local_wheels=False)[1:] == ["pip install -e .[test]",
+                                             "python scripts/lock_sync.py requirements/lock.txt cpu"]
+
+
+def test_a_configured_local_wheel_is_used_as_is():
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                            text=True, timeout=60).stdout
+    if "find-links" not in config:
+        pytest.skip("pip has no local wheel folder configured here")
+    assert _plan(local_wheels=True)[0] == f"pip install torch=={read_lock()['torch']}"
+
+
+def test_cuda_install_takes_torch_and_torchvision_from_the_cuda_index():
+    base = {n: read_lock()[n].split("+")[0] for n in ("torch", "torchvision")}
+    torch_step = _plan("--cuda=cu126", local_wheels=False)[0].split()
+    assert torch_step == ["pip", "install", "--extra-index-url", "https://download.pytorch.org/whl/cu126",
+                          f"torch=={base['torch']}+cu126", f"torchvision=={base['torchvision']}+cu126"]
+    assert _plan("--cuda", local_wheels=False)[2].endswith(" cu128")
+    bad = subprocess.run(["bash", str(REPO / "scripts" / "install.sh"), "--plan", "--gpu"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown option --gpu" in bad.stderr
+
+
+def test_a_cuda_environment_is_the_lock_with_the_cuda_build():
+    sync = _lock_sync()
+    lock = read_lock()
+    pins, also = sync.expected(lock, "cu128")
+    assert pins["torch"] == lock["torch"].split("+")[0] + "+cu128"
+    assert pins["torchvision"] == lock["torchvision"].split("+")[0] + "+cu128"
+    assert {n: v for n, v in pins.items() if n not in ("torch", "torchvision")} == {
+        n: v for n, v in lock.items() if n not in ("torch", "torchvision")}
+    assert not also & set(lock)  # only what torch itself requires beyond the lock
+    assert sync.expected(lock, "cpu") == (lock, set())
+
+
+def test_logged_models_name_an_installable_torch():
+    from projects.core import artifacts
+
+    reqs = artifacts.model_pip_requirements()
+    torch_pin = next(r for r in reqs if r.startswith("torch=="))
+    assert "+" not in torch_pin, torch_pin  # PyPI and PyTorch's indexes both serve this name
+    assert torch_pin == f"torch=={read_lock()['torch'].split('+')[0]}"
+    build = read_lock()["torch"].partition("+")[2]
+    assert reqs[0] == f"--extra-index-url https://download.pytorch.org/whl/{build}"
+    assert artifacts.TORCH_INDEX_BASE in (REPO / "scripts" / "torch_build.sh").read_text()
+
+
+def test_conda_and_mlflow_environments_install_the_lock():
+    """conda.yaml (conda users) and python_env.yaml (`mlflow run` with virtualenv/uv) install
+    what scripts/install.sh installs: the lock, with torch from PyTorch's CPU index."""
+    import yaml
+
+    python_env = yaml.safe_load((REPO / "python_env.yaml").read_text())
+    conda = yaml.safe_load((REPO / "conda.yaml").read_text())
+    pip_lists = [python_env["dependencies"],
+                 next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))]
+    build = read_lock()["torch"].partition("+")[2]
+    for deps in pip_lists:
+        assert deps == [f"--extra-index-url https://download.pytorch.org/whl/{build}",
+                        "-c requirements/constraints.txt", "-c requirements/lock.txt", "-e ."]
+    assert f"python={python_env['python']}" in conda["dependencies"]
+    assert python_env["python"] in PYPROJECT["requires-python"]
 
 
 # --- declared dependencies against the imports -------------------------------------------

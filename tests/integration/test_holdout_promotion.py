@@ -138,12 +138,16 @@ def test_a_candidate_that_trained_on_the_holdout_is_refused(holdout):
     assert everything not in {r for r in (holder(),)}
 
 
-def test_a_candidate_no_better_than_the_commonest_class_on_the_holdout_is_refused(holdout):
+def test_a_candidate_no_better_than_the_commonest_class_on_the_holdout_is_refused(holdout, capsys):
     """Its own test side said it beat its baseline (a dozen patients can say that of a constant
     answer); on the holdout it answers the commonest class for every film and is refused."""
     commonest = np.full_like(holdout.targets, np.bincount(holdout.targets).argmax())
     constant = log_lookup(holdout, commonest, own_accuracy=0.80, seed=5)
+    capsys.readouterr()
     report = P.promote_model(NAME)
+    # progress while it scores: one stderr line per shortlisted candidate, naming it
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[promote]")]
+    assert len(progress) == 1 and f"{NAME}: scoring 1/1 on the holdout: run {constant[:8]}" in progress[0], progress
     assert holder() is None, report.table()
     why = dict(report.refused_all)
     reason = next(r for who, r in report.refused_all if constant[:8] in who)

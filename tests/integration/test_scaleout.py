@@ -349,8 +349,15 @@ def test_kubernetes_backend_config_and_job_template_are_what_mlflow_run_reads(mo
     import copy
 
     import yaml
-    from mlflow.projects import _parse_kubernetes_config
 
+    from projects.core.private_api import private_attr
+
+    # The parser `mlflow run --backend kubernetes` reads the config with: the test checks the
+    # config the way MLflow will read it, which only that private function does.
+    _parse_kubernetes_config = private_attr(
+        "mlflow.projects", "_parse_kubernetes_config", dist="mlflow",
+        reason="MLflow has no public validator of a kubernetes backend config",
+        waits_for="no upstream issue yet: a public config check for `mlflow run --backend kubernetes`")
     monkeypatch.chdir(REPO)  # the config names the template relative to the checkout, as `mlflow run .` runs
     config = json.loads((REPO / "deploy/kubernetes/backend-config.json").read_text())
     parsed = _parse_kubernetes_config(config)
