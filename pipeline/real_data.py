@@ -215,7 +215,7 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
         return "\n".join(lines + ["Not measured yet: no records under "
                                   f"`{_shown(store.root)}`.", ""])
     lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units are recorded; "
-                                  "`python -m pipeline.real_data --blocks " + block.name + "` measures the rest."
+                                  "`python -m pipeline.real_data --data-root data --blocks " + block.name + "` measures the rest."
                                   if expected and len(recs) < expected else ""), ""]
     return "\n".join(lines + [*block.table(record_rows(recs, study, block)), ""])
 
@@ -230,11 +230,29 @@ def registry_section(root: Path) -> str | None:
                       f"these runs:", "", *[f"- {line}" for line in lines], ""])
 
 
-def render(root: Path, blocks: list[tuple[Study, RealDataBlock]]) -> str:
-    body = [block_section(s, b, RecordStore(root / b.name), sum(len(s.grid_configs(g)) for g in b.grids))
-            for s, b in blocks]
+def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "") -> str:
+    """The page from the records. A block or registry without records keeps the section the
+    page already had (measured before records existed), marked as such, until it is measured."""
+    kept = sections(old)
+    body = []
+    for s, b in blocks:
+        store = RecordStore(root / b.name)
+        if not store.all() and b.name in kept and "Not measured yet" not in kept[b.name]:
+            body.append(_legacy(kept[b.name], "measured before records existed; `python -m pipeline.real_data --data-root data "
+                                              f"--blocks {b.name}` re-measures it as records"))
+        else:
+            body.append(block_section(s, b, store, sum(len(s.grid_configs(g)) for g in b.grids)))
     registry = registry_section(root)
+    if registry is None and "Registry" in kept:
+        registry = _legacy(kept["Registry"], "from before records and before the registry's holdout-baseline gate; "
+                                             "the next measurement's `promote` replaces it")
     return "\n".join(HEADER + body + ([registry] if registry else []))
+
+
+def _legacy(section: str, why: str) -> str:
+    head, _, rest = section.partition("\n")
+    note = f"*Kept from an earlier page: {why}.*"
+    return section if note in section else f"{head}\n\n{note}\n{rest}"
 
 
 def sections(text: str) -> dict[str, str]:
@@ -289,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise InputError("--blocks", f"unknown block(s) {', '.join(unknown)}; here: {', '.join(known)}")
     chosen = [(s, b) for s, b in every if not args.blocks or b.name in args.blocks]
+    old = args.out.read_text() if args.out.is_file() else ""
     if not args.render:
         present = [(s, b) for s, b in chosen if b.source is None or b.source.is_dir()]
         if not present:
@@ -302,12 +321,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{block.name}] measured {measured}, already recorded {skipped}, left {left}",
                   file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(render(root, every))  # after every block
+            args.out.write_text(render(root, every, old))  # after every block
         if args.promote:
             from registry import promote
 
             write_registry_record(root, promote.promote_all(dry_run=False))
-    text = render(root, every)
+    text = render(root, every, old)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -48,3 +48,17 @@ def test_an_empty_records_folder_renders_every_block_as_not_measured(tmp_path):
     assert main(["--render", "--records", str(tmp_path / "none"), "--out", str(out)]) == 0
     got = sections(out.read_text())
     assert all("Not measured yet" in text for text in got.values()) and "monuseg" in got
+
+
+def test_blocks_without_records_keep_their_earlier_section_marked_as_such(tmp_path):
+    out = tmp_path / "REAL_DATA.md"
+    out.write_text("# Results on the real public data sets\n\nold header\n\n## mias-roi\n\n| roi table |\n\n"
+                   "## Registry\n\n- mammography-roi_benign_malignant: champion->v3\n")
+    assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    got = sections(out.read_text())
+    assert "| roi table |" in got["mias-roi"] and "measured before records existed" in got["mias-roi"]
+    assert "Not measured yet" in got["monuseg"] and "old header" not in out.read_text()
+    assert "champion->v3" in got["Registry"] and "before the registry's holdout-baseline gate" in got["Registry"]
+    first = out.read_text()
+    assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    assert out.read_text() == first  # the note is not added twice
