@@ -14,12 +14,13 @@ Two input forms, one model:
   reaches this form through `prepared_predict` (the unwrapped model), not `predict`.
 
 Logged as models-from-code (a three-line script importing the study's class): no pickled
-code, the PyTorch state_dict as an artifact and the architecture in `model_config`.
+code; the PyTorch state_dict and the settings (architecture, preprocessing) as artifacts.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,9 @@ from projects.core.errors import InputError
 from projects.core.tracking import MODEL_ARTIFACT, TAG_CANDIDATE
 
 WEIGHTS = "weights"  # the artifact key of the state_dict inside the logged model
+# The model's settings (architecture, preprocessing) as an artifact, not MLflow's model_config:
+# log_model copies model_config into the run's params, where keys like `tta` collide.
+SETTINGS = "settings"
 INTENDED_USE = "research only; not for clinical use"
 Network = Callable[[np.ndarray], np.ndarray]  # float32 batch -> float32 outputs
 
@@ -91,7 +95,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        config = dict(context.model_config or {})
+        config = json.loads(Path(context.artifacts[SETTINGS]).read_text())
         module = self.build_module(config)
         state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
         module.load_state_dict(state)
@@ -153,9 +157,11 @@ def log_image_model(model_cls: type[ImageModel], module, config: dict, signature
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "state_dict.pt"
         torch.save(module.state_dict(), weights)
+        settings = Path(tmp) / "settings.json"
+        settings.write_text(json.dumps(config, indent=1))
         mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=str(_code_file(Path(tmp), model_cls.__module__, model_cls.__name__)),
-            artifacts={WEIGHTS: str(weights)}, model_config=config, signature=signature,
+            artifacts={WEIGHTS: str(weights), SETTINGS: str(settings)}, signature=signature,
             input_example=input_example, metadata={"intended_use": INTENDED_USE} | metadata,
             pip_requirements=artifacts.model_pip_requirements() + ["pandas", "opencv-python-headless"])
     mlflow.set_tag(TAG_CANDIDATE, "true")
