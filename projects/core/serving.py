@@ -81,6 +81,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
 
     config: dict
     network: Network
+    kind = "classification"  # or "segmentation": what `-e predict` writes (CSV or mask images)
 
     # ----------------------------------------------------------------- study hooks
     def build_module(self, config: dict):
@@ -89,6 +90,10 @@ class ImageModel(mlflow.pyfunc.PythonModel):
 
     def predict_rows(self, frame, params: dict) -> Any:
         """The answer for a raw-form DataFrame (one row per image)."""
+        raise NotImplementedError
+
+    def display_image(self, value, where: object = "image") -> np.ndarray:
+        """The input as an RGB array, for overlays (segmentation models)."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- pyfunc

@@ -69,6 +69,11 @@ def tiles_batch(tiles: np.ndarray) -> np.ndarray:
 class TumourMaskModel(serving.ImageModel):
     """config: arch, filters, depth, upsample, tile_size, equalization, threshold."""
 
+    kind = "segmentation"
+
+    def display_image(self, value, where: object = "image") -> np.ndarray:
+        return read_rgb(value, where)
+
     def build_module(self, config: dict) -> nn.Module:
         return probability_module(build_model(config["arch"], int(config["filters"]), int(config["depth"]),
                                               upsample=config.get("upsample", "bilinear")))
