@@ -68,11 +68,10 @@ def torch_network(module) -> Network:
 
 def onnx_network(onnx_path: str | Path) -> Network:
     """An ONNX Runtime session (CPU) as a Network."""
-    from projects.core.onnx_runtime import cpu_session
+    from projects.core.onnx_runtime import make_session, run_session
 
-    session = cpu_session(str(onnx_path))
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+    session = make_session(onnx_path)
+    return lambda batch: run_session(session, batch)
 
 
 class ImageModel(mlflow.pyfunc.PythonModel):
@@ -104,6 +103,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         module = self.build_module(config)
         state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
         module.load_state_dict(state)
+        self.module = module.eval()  # kept for the ONNX export at promotion (registry.export)
         self.use(config, torch_network(module))
 
     def use(self, config: dict, network: Network) -> "ImageModel":
