@@ -48,8 +48,8 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
         report = Promotion(client, policy, dry_run).run()
         moved = {v for d in report.decisions if d.before != d.after for v in (d.before, d.after) if v and v.isdigit()}
         if moved and not dry_run:  # a no-op promotion rewrites nothing, descriptions included
-            pages.refresh(client, name, policy, moved)
             export.after_promotion(client, name, report.decisions, out)  # the champion's ONNX model
+            pages.refresh(client, name, policy, moved)
     print(report.table(), file=out or sys.stdout, flush=True)
     return report
 
