@@ -39,11 +39,8 @@ def load(model_uri: str, runtime: str) -> serving.ImageModel:
         model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
     except Exception as exc:  # noqa: BLE001 - unknown name/alias/run: the user's input
         raise InputError("model", f"cannot load {model_uri}: {' '.join(str(exc).split())[:300]}") from None
-    try:
-        inner = model.unwrap_python_model()
-    except Exception:  # noqa: BLE001
-        inner = None
-    if not isinstance(inner, serving.ImageModel):
+    inner = serving.image_model(model)
+    if inner is None:
         raise InputError("model", f"{model_uri} takes prepared tensors, not images (logged before issue 29): "
                                   "retrain it to get a model that reads image files")
     if runtime == "onnx":

@@ -36,7 +36,11 @@ def after_promotion(client: MlflowClient, name: str, decisions, out=None) -> Non
 
     for d in decisions:
         if d.alias == CHAMPION and d.after and d.after != d.before and d.after.isdigit():
-            print(f"[export] {name} {export_champion(client, name, d.after)}", file=out or sys.stdout, flush=True)
+            try:
+                line = export_champion(client, name, d.after)
+            except Exception as exc:  # noqa: BLE001 - the alias has moved; a failed export is reported
+                line = f"v{d.after}: ONNX export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            print(f"[export] {name} {line}", file=out or sys.stdout, flush=True)
 
 
 def export_champion(client: MlflowClient, name: str, version: str) -> str:
@@ -45,9 +49,12 @@ def export_champion(client: MlflowClient, name: str, version: str) -> str:
     mv = client.get_model_version(name, version)
     if mv.tags.get(ONNX_TAG):
         return f"v{version} already has its ONNX model ({mv.tags[ONNX_TAG]})"
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", suppress_warnings=True)
-    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
-    if not isinstance(inner, serving.ImageModel) or getattr(inner, "module", None) is None:
+    uri = f"models:/{name}/{version}"
+    if "prepared_input" not in (mlflow.models.get_model_info(uri).metadata or {}):  # MLmodel only: cheap
+        return f"v{version}: no ONNX export (the model predates image models)"
+    model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    inner = serving.image_model(model)
+    if inner is None or getattr(inner, "module", None) is None:
         return f"v{version}: no ONNX export (the model predates image models)"
     run = client.get_run(mv.run_id)
     study = get_study(run.data.tags["study"])
@@ -63,7 +70,7 @@ def export_champion(client: MlflowClient, name: str, version: str) -> str:
         import onnx
 
         info = mlflow.models.Model.log(
-            name=ONNX_NAME, flavor=mlflow.onnx, onnx_model=onnx.load(str(path)), run_id=mv.run_id,
+            None, name=ONNX_NAME, flavor=mlflow.onnx, onnx_model=onnx.load(str(path)), run_id=mv.run_id,
             metadata={"intended_use": serving.INTENDED_USE, "max_abs_diff_vs_eager": diff,
                       "checked_on": f"{len(inputs)} holdout inputs", "pytorch_version": f"models:/{name}/{version}"},
             pip_requirements=["onnx", "onnxruntime"])

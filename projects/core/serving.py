@@ -91,6 +91,14 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         """The answer for a raw-form DataFrame (one row per image)."""
         raise NotImplementedError
 
+    def prepared_shape(self) -> tuple[int, ...]:
+        """One prepared input's shape (C, H, W): what the registry and the ONNX export feed."""
+        raise NotImplementedError
+
+    def benchmark_input(self) -> tuple[Any, str]:
+        """A raw-form DataFrame of one typical image, and its description (benchmarks)."""
+        raise NotImplementedError
+
     def display_image(self, value, where: object = "image") -> np.ndarray:
         """The input as an RGB array, for overlays (segmentation models)."""
         raise NotImplementedError
@@ -130,13 +138,17 @@ def prepared_predict(pyfunc_model) -> Callable[[np.ndarray], np.ndarray]:
     """How the registry predicts prepared tensors with a loaded pyfunc model: an ImageModel
     through its prepared form (its signature describes raw images); a model logged before
     the ImageModel (a tensor signature) through pyfunc's predict."""
+    inner = image_model(pyfunc_model)
+    return inner.predict_prepared if inner is not None else pyfunc_model.predict
+
+
+def image_model(pyfunc_model) -> ImageModel | None:
+    """The ImageModel inside a loaded pyfunc model (None for other models, e.g. mlflow.pytorch)."""
     try:
         inner = pyfunc_model.unwrap_python_model()
-    except Exception:  # noqa: BLE001 - not a python_function PythonModel (e.g. mlflow.pytorch)
-        inner = None
-    if isinstance(inner, ImageModel):
-        return inner.predict_prepared
-    return pyfunc_model.predict
+    except Exception:  # noqa: BLE001 - MLflow raises its own error for non-PythonModel flavors
+        return None
+    return inner if isinstance(inner, ImageModel) else None
 
 
 def _code_file(folder: Path, module: str, cls: str) -> Path:

@@ -61,6 +61,18 @@ class ClassifierModel(serving.ImageModel):
         return ClassProbabilities(deployed(build_classifier(config["arch"], len(config["class_names"])),
                                            bool(config.get("tta", False))))
 
+    def prepared_shape(self) -> tuple[int, ...]:
+        return 1, int(self.config["image_size"]), int(self.config["image_size"])
+
+    def benchmark_input(self) -> tuple[pd.DataFrame, str]:
+        """A film at the original 1024-px size as a binary PGM (and a region for ROI models)."""
+        film = np.random.default_rng(0).integers(0, 256, (1024, 1024), dtype=np.uint8)
+        row = {"image": [b"P5\n1024 1024\n255\n" + film.tobytes()]}
+        if self.config["input"] == "roi":
+            row |= {"x": [535.0], "y": [425.0], "radius": [197.0]}
+            return pd.DataFrame(row), "1024-px PGM film + region"
+        return pd.DataFrame(row), "1024-px PGM film"
+
     def inputs(self, frame: pd.DataFrame) -> list[np.ndarray]:
         size, out = int(self.config["image_size"]), []
         for i, value in enumerate(frame["image"]):

@@ -74,6 +74,16 @@ class TumourMaskModel(serving.ImageModel):
     def display_image(self, value, where: object = "image") -> np.ndarray:
         return read_rgb(value, where)
 
+    def prepared_shape(self) -> tuple[int, ...]:
+        return 3, int(self.config["tile_size"]), int(self.config["tile_size"])
+
+    def benchmark_input(self) -> tuple[pd.DataFrame, str]:
+        """A 1000 x 1000 H&E-coloured image (MoNuSeg's tile size), PNG-encoded."""
+        rng = np.random.default_rng(0)
+        small = rng.integers(0, 256, (125, 125, 3), dtype=np.uint8)
+        image = cv2.resize(small, (1000, 1000), interpolation=cv2.INTER_CUBIC)
+        return pd.DataFrame({"image": [serving.encode_png(image)]}), "1000 x 1000 PNG"
+
     def build_module(self, config: dict) -> nn.Module:
         return probability_module(build_model(config["arch"], int(config["filters"]), int(config["depth"]),
                                               upsample=config.get("upsample", "bilinear")))
