@@ -50,7 +50,7 @@ def export_champion(client: MlflowClient, name: str, version: str) -> str:
     if mv.tags.get(ONNX_TAG):
         return f"v{version} already has its ONNX model ({mv.tags[ONNX_TAG]})"
     uri = f"models:/{name}/{version}"
-    if "prepared_input" not in (mlflow.models.get_model_info(uri).metadata or {}):  # MLmodel only: cheap
+    if serving.PREPARED_INPUT not in (mlflow.models.get_model_info(uri).metadata or {}):  # MLmodel only: cheap
         return f"v{version}: no ONNX export (the model predates image models)"
     model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
     inner = serving.image_model(model)

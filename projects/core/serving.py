@@ -37,6 +37,7 @@ WEIGHTS = "weights"  # the artifact key of the state_dict inside the logged mode
 # The model's settings (architecture, preprocessing) as an artifact, not MLflow's model_config:
 # log_model copies model_config into the run's params, where keys like `tta` collide.
 SETTINGS = "settings"
+PREPARED_INPUT = "prepared_input"  # metadata key: C x H x W of the prepared form (marks an image model)
 INTENDED_USE = "research only; not for clinical use"
 Network = Callable[[np.ndarray], np.ndarray]  # float32 batch -> float32 outputs
 

@@ -120,6 +120,6 @@ def log_classifier_model(model: nn.Module, config, example_images: np.ndarray) -
         example |= {"x": [512.0], "y": [512.0], "radius": [40.0]}
     metadata = {"task": f"mammography {config.task} ({config.input})", "class_names": names,
                 "image_size": settings["image_size"],
-                "prepared_input": f"1x{config.image_size}x{config.image_size}"} | serving.run_facts()
+                serving.PREPARED_INPUT: f"1x{config.image_size}x{config.image_size}"} | serving.run_facts()
     serving.log_image_model(ClassifierModel, ClassProbabilities(model), settings, signature(config),
                             pd.DataFrame(example), metadata)

@@ -141,5 +141,5 @@ def log_tumour_model(network: nn.Module, config, example_tiles: np.ndarray) -> N
     facts = serving.run_facts()
     metadata = {"task": "tumour segmentation", "tile_size": settings["tile_size"], "threshold": settings["threshold"],
                 "equalization": config.equalization, "mpp": float(config.mpp or 0),
-                "prepared_input": f"3x{config.tile_size}x{config.tile_size}"} | facts
+                serving.PREPARED_INPUT: f"3x{config.tile_size}x{config.tile_size}"} | facts
     serving.log_image_model(TumourMaskModel, probability_module(network), settings, signature(), example, metadata)
