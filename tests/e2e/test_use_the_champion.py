@@ -138,6 +138,10 @@ def test_the_champion_answers_images(tmp_path):
         tags = client.get_model_version_by_alias(name, "champion").tags
         assert tags.get(export.ONNX_TAG, "").startswith("models:/"), tags
         assert float(tags[export.DIFF_TAG]) <= export.TOLERANCE
+        card = client.get_model_version_by_alias(name, "champion").description  # the model card leads it
+        for needed in ("not for clinical use", "dataset_digest", "Holdout (evaluation run", "- baseline: ",
+                       "Size and CPU time", "ONNX model: models:/", "**champion**"):
+            assert needed in card, card
 
     # -e predict on a folder with one corrupt file, eager and ONNX
     folder = tmp_path / "in"
