@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     source, out = Path(args.input).expanduser(), Path(args.out).expanduser()
+    if not source.exists():  # before the model loads: seconds saved on a typo
+        raise InputError(source, "no such file or folder")
     model = load(args.model, args.runtime)
     segmentation = model.kind == "segmentation"
     if model.config.get("input") == "roi":
