@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from projects.core import artifacts, serving, tracking
+from projects.core import artifacts, tracking
 from projects.core.study import HoldoutData, Study, get_study
 from projects.core.uncertainty import PairedResult, UnitScores, paired_difference
 from registry import gates as G
@@ -100,8 +100,8 @@ class HoldoutEvaluation:
         result = Scored(candidate)
         try:
             holdout = self.holdout_for(candidate)
-            predict = serving.prepared_predict(mlflow.pyfunc.load_model(model_uri))  # prepared tensors
-            outputs = np.concatenate([np.asarray(predict(holdout.inputs[i:i + BATCH]))
+            model = mlflow.pyfunc.load_model(model_uri)
+            outputs = np.concatenate([np.asarray(model.predict(holdout.inputs[i:i + BATCH]))
                                       for i in range(0, len(holdout.inputs), BATCH)])
             config = self.config_of(candidate)
             result.scores = self.study.holdout_scores(config, holdout, outputs)

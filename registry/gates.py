@@ -192,8 +192,6 @@ def smoke_predict(model_uri: str, image_shape: str | None, probabilities: bool =
     """Load the model through pyfunc and predict on a tiny input; any failure is the reason."""
     import mlflow
 
-    from projects.core.serving import prepared_predict
-
     try:
         model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)  # no pip-version scan
     except Exception as exc:  # noqa: BLE001  a broken artifact fails in many ways
@@ -203,7 +201,7 @@ def smoke_predict(model_uri: str, image_shape: str | None, probabilities: bool =
     except Exception as exc:  # noqa: BLE001
         return GateResult(GATE_SMOKE, False, f"cannot build a sample input: {_short(exc)}")
     try:
-        y = prepared_predict(model)(x)  # an image model's signature describes images, not this tensor
+        y = model.predict(x)
     except Exception as exc:  # noqa: BLE001
         return GateResult(GATE_SMOKE, False, f"predict failed on {x.shape}: {type(exc).__name__}: {_short(exc)}")
     try:

@@ -6,12 +6,15 @@ image becomes the network's input batch, and how the batch's output becomes the 
 network is a callable on float32 arrays, so the same model runs eager PyTorch (the weights
 logged inside the model) or an ONNX Runtime session (`-P runtime=onnx`).
 
-Two input forms, one model:
-- raw: a DataFrame with an `image` bytes column (plus study columns), as the signature says;
-  what `mlflow models serve`, `-e predict` and `pyfunc.load_model(...).predict` take;
-- prepared: a float32 batch already preprocessed as in training, what the registry's holdout
-  scoring and smoke gate hand over. pyfunc enforces the column signature, so the registry
-  reaches this form through `prepared_predict` (the unwrapped model), not `predict`.
+Two input forms, one model, both through pyfunc's `predict`:
+- raw: a DataFrame with an `image` column of encoded bytes (base64 text over REST) plus the
+  study's columns: what `mlflow models serve`, `-e predict` and users hand over;
+- prepared: a float32 (B, C, H, W) batch preprocessed as in training: what the registry's
+  holdout scoring and smoke gate hand over (unchanged since models took only tensors).
+MLflow enforces an input schema before the model sees its input and cannot describe two
+forms (a column schema turns a 4-D array into a DataFrame and fails), so the signature holds
+the outputs and params only; the inputs are described in the metadata (`inputs`) and in
+docs/use-the-champion.md, and the model checks them itself (one line naming the problem).
 
 Logged as models-from-code (a three-line script importing the study's class): no pickled
 code; the PyTorch state_dict and the settings (architecture, preprocessing) as artifacts.
@@ -125,6 +128,9 @@ class ImageModel(mlflow.pyfunc.PythonModel):
 
         if isinstance(model_input, np.ndarray) and model_input.dtype.kind == "f" and model_input.ndim == 4:
             return self.predict_prepared(model_input)
+        if isinstance(model_input, np.ndarray):
+            raise InputError("input", f"expected a DataFrame with an `image` column or a float32 (B, C, H, W) "
+                                      f"batch, got a {model_input.dtype} array of shape {model_input.shape}")
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
             raise InputError("image", "the input has no `image` column (encoded image bytes, base64 over REST)")
@@ -133,14 +139,6 @@ class ImageModel(mlflow.pyfunc.PythonModel):
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities of a batch preprocessed as in training (the registry's form)."""
         return self.network(np.asarray(batch, dtype=np.float32))
-
-
-def prepared_predict(pyfunc_model) -> Callable[[np.ndarray], np.ndarray]:
-    """How the registry predicts prepared tensors with a loaded pyfunc model: an ImageModel
-    through its prepared form (its signature describes raw images); a model logged before
-    the ImageModel (a tensor signature) through pyfunc's predict."""
-    inner = image_model(pyfunc_model)
-    return inner.predict_prepared if inner is not None else pyfunc_model.predict
 
 
 def image_model(pyfunc_model) -> ImageModel | None:

@@ -97,15 +97,21 @@ class ClassifierModel(serving.ImageModel):
         return table
 
 
+def inputs_of(config) -> dict[str, str]:
+    film = {"image": "a film of any resolution: PGM/PNG/TIFF bytes (base64 text over REST)"}
+    if config.input != "roi":
+        return film
+    return film | {"x": "region centre, px of the 1024-px film from the LEFT edge",
+                   "y": "region centre, px of the 1024-px film from the BOTTOM edge (Info.txt)",
+                   "radius": "region radius in the same px (optional; 0: a NORM-sized region)"}
+
+
 def signature(config) -> object:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = [ColSpec("binary", "image")]
-    if config.input == "roi":
-        inputs += [ColSpec("double", "x"), ColSpec("double", "y"), ColSpec("double", "radius", required=False)]
     names = CLASS_NAMES[config.task]
-    return ModelSignature(inputs=Schema(inputs),
+    return ModelSignature(inputs=None,  # inputs: metadata `inputs` (why: projects.core.serving)
                           outputs=Schema([ColSpec("double", n) for n in names] + [ColSpec("string", "class")]))
 
 
@@ -118,7 +124,7 @@ def log_classifier_model(model: nn.Module, config, example_images: np.ndarray) -
     example = {"image": [serving.encode_png(film)]}
     if config.input == "roi":
         example |= {"x": [512.0], "y": [512.0], "radius": [40.0]}
-    metadata = {"task": f"mammography {config.task} ({config.input})", "class_names": names,
+    metadata = {"inputs": inputs_of(config), "task": f"mammography {config.task} ({config.input})", "class_names": names,
                 "image_size": settings["image_size"],
                 serving.PREPARED_INPUT: f"1x{config.image_size}x{config.image_size}"} | serving.run_facts()
     serving.log_image_model(ClassifierModel, ClassProbabilities(model), settings, signature(config),

@@ -8,7 +8,7 @@ probabilities averaged back into place: a tile's border pixels see less context 
 centre, so every pixel gets the vote of each tile that covers it. Bottom/right sides are
 reflect-padded as `preprocess.tile` does, and the padding is cut off again.
 
-Input (signature): DataFrame column `image`, PNG/JPEG/TIFF bytes (base64 text over REST).
+Input (metadata `inputs`): DataFrame column `image`, PNG/JPEG/TIFF bytes (base64 text over REST).
 Param `output`: "mask" (default: HxW uint8 0/1 at the logged threshold) or "probability".
 Output: one row per image: height, width, tumour_fraction, mask.
 """
@@ -26,6 +26,7 @@ from projects.pathology import preprocess
 from projects.pathology.models import build_model
 
 OUTPUTS = ("mask", "probability")
+INPUTS = {"image": "an RGB H&E image of any size: PNG/JPEG/TIFF bytes (base64 text over REST)"}
 
 
 def read_rgb(value, where: object = "image") -> np.ndarray:
@@ -125,8 +126,8 @@ def signature():
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
-    return ModelSignature(
-        inputs=Schema([ColSpec("binary", "image")]),
+    return ModelSignature(  # inputs: metadata INPUTS (why: projects.core.serving)
+        inputs=None,
         outputs=Schema([ColSpec("long", "height"), ColSpec("long", "width"), ColSpec("double", "tumour_fraction"),
                         ColSpec(Array(Array("double")), "mask")]),
         params=ParamSchema([ParamSpec("output", "string", "mask")]))
@@ -139,7 +140,7 @@ def log_tumour_model(network: nn.Module, config, example_tiles: np.ndarray) -> N
                 "equalization": config.equalization, "threshold": float(config.threshold)}
     example = pd.DataFrame({"image": [serving.encode_png(np.ascontiguousarray(example_tiles[0][:48, :48]))]})
     facts = serving.run_facts()
-    metadata = {"task": "tumour segmentation", "tile_size": settings["tile_size"], "threshold": settings["threshold"],
+    metadata = {"inputs": INPUTS, "task": "tumour segmentation", "tile_size": settings["tile_size"], "threshold": settings["threshold"],
                 "equalization": config.equalization, "mpp": float(config.mpp or 0),
                 serving.PREPARED_INPUT: f"3x{config.tile_size}x{config.tile_size}"} | facts
     serving.log_image_model(TumourMaskModel, probability_module(network), settings, signature(), example, metadata)
