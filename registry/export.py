@@ -69,8 +69,13 @@ def export_champion(client: MlflowClient, name: str, version: str) -> str:
             return f"v{version}: ONNX export refused: outputs differ from eager by {diff:.3g} > {TOLERANCE:g}"
         import onnx
 
+        # Created in the run's experiment: with no active run MLflow would put it in Default,
+        # whose artifact root can be relative to the working directory.
+        logged = mlflow.initialize_logged_model(name=ONNX_NAME, source_run_id=mv.run_id,
+                                                experiment_id=run.info.experiment_id, model_type="onnx")
         info = mlflow.models.Model.log(
             None, name=ONNX_NAME, flavor=mlflow.onnx, onnx_model=onnx.load(str(path)), run_id=mv.run_id,
+            model_id=logged.model_id,
             metadata={"intended_use": serving.INTENDED_USE, "max_abs_diff_vs_eager": diff,
                       "checked_on": f"{len(inputs)} holdout inputs", "pytorch_version": f"models:/{name}/{version}"},
             pip_requirements=["onnx", "onnxruntime"])
