@@ -11,13 +11,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from projects.core import serving, tracking
-from registry import audit
 
 EFFICIENCY = ((tracking.M_SIZE_MB, "weights {:.3g} MB"), (tracking.M_CPU_TOTAL, "CPU load + predict {:.3g} s"),
               (tracking.M_LATENCY_P50, "CPU latency p50 {:.3g} ms"))
 
 
-def model_card(client: MlflowClient, name: str, version: str, run, aliases) -> str:
+def model_card(client: MlflowClient, name: str, version: str, run) -> str:
     t, p, m = run.data.tags, run.data.params, run.data.metrics
     mv = client.get_model_version(name, version)
     lines = [f"**Intended use: {serving.INTENDED_USE}.** Takes image files as they are "
@@ -25,7 +24,7 @@ def model_card(client: MlflowClient, name: str, version: str, run, aliases) -> s
              f"Training data: {p.get('data_root') or p.get('data') or '?'} "
              f"(dataset_digest {t.get(tracking.TAG_DATASET_DIGEST, '?')}; holdout {t.get(tracking.TAG_HOLDOUT_DIGEST, '?')} "
              "never trained on)."]
-    holdout = holdout_lines(client, mv, aliases)
+    holdout = holdout_lines(client, mv)
     lines += holdout or ["Holdout: not scored yet (promotion scores candidates on the study's holdout)."]
     eff = [fmt.format(m[k]) for k, fmt in EFFICIENCY if k in m and math.isfinite(m[k])]
     if eff:
@@ -35,10 +34,14 @@ def model_card(client: MlflowClient, name: str, version: str, run, aliases) -> s
     return "\n".join(lines)
 
 
-def holdout_lines(client: MlflowClient, mv, aliases) -> list[str]:
+def holdout_lines(client: MlflowClient, mv) -> list[str]:
     """This version's row of the latest holdout evaluation that scored it, and the baselines."""
-    runs = [mv.tags.get(audit.promotion_key(a, "evaluation_run"), "") for a in aliases]
-    for run_id in [r for r in runs if r]:
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENTS["evaluation"])
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], f"tags.model = '{mv.name}'",
+                              order_by=["attributes.start_time DESC"], max_results=20)
+    for run_id in [r.info.run_id for r in runs]:
         try:
             logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/holdout_metrics.json")
         except Exception:  # noqa: BLE001 - an evaluation without its table: try the next one

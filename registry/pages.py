@@ -56,7 +56,7 @@ def model_description(client: MlflowClient, name: str, policy: Policy, holders: 
 def version_description(client: MlflowClient, name: str, version: str, policy: Policy) -> str:
     mv = client.get_model_version(name, version)
     run = client.get_run(mv.run_id)
-    lines = [card.model_card(client, name, version, run, [r.alias for r in policy.aliases]), "",
+    lines = [card.model_card(client, name, version, run), "",
              store.describe_run(run),
              f"[The training run]({tracking.ui_run_url(run.info.experiment_id, run.info.run_id, tracking.IN_UI)})."]
     tags = dict(mv.tags)
