@@ -18,4 +18,4 @@ modules, and each study may bring sections for its own pipeline (Study.benchmark
 """
 from __future__ import annotations
 
-SECTIONS = ("runtimes", "flops", "training", "system_metrics", "search_vs_grid")  # the platform's own; studies add theirs (benchmarks.__main__.all_sections)
+SECTIONS = ("runtimes", "flops", "training", "system_metrics", "search_vs_grid", "predict_latency")  # the platform's own; studies add theirs (benchmarks.__main__.all_sections)

@@ -113,6 +113,10 @@ def run_section(name: str, quick: bool, experiment_id: str | None, state: dict, 
         from benchmarks import search_vs_grid
 
         return search_vs_grid.run(quick, experiment_id, log=_log)
+    if name == "predict_latency":
+        from benchmarks import predict_latency
+
+        return predict_latency.run(quick, experiment_id, log=_log)
     return study_sections()[name](quick, experiment_id, log=_log)
 
 

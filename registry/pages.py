@@ -15,7 +15,7 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
-from registry import audit, store
+from registry import audit, card, store
 from registry import gates as G
 from registry.policy import Policy
 
@@ -56,7 +56,8 @@ def model_description(client: MlflowClient, name: str, policy: Policy, holders: 
 def version_description(client: MlflowClient, name: str, version: str, policy: Policy) -> str:
     mv = client.get_model_version(name, version)
     run = client.get_run(mv.run_id)
-    lines = [store.describe_run(run),
+    lines = [card.model_card(client, name, version, run), "",
+             store.describe_run(run),
              f"[The training run]({tracking.ui_run_url(run.info.experiment_id, run.info.run_id, tracking.IN_UI)})."]
     tags = dict(mv.tags)
     for rule in policy.aliases:

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import cli, tracking
 from projects.core.errors import InputError
-from registry import audit, pages, store
+from registry import audit, export, pages, store
 from registry import gates as G
 from registry.audit import history, promotion_key, reconcile, rolled_back_key  # noqa: F401 (the registry's API)
 from registry.decision import Promotion
@@ -48,6 +48,7 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
         report = Promotion(client, policy, dry_run).run()
         moved = {v for d in report.decisions if d.before != d.after for v in (d.before, d.after) if v and v.isdigit()}
         if moved and not dry_run:  # a no-op promotion rewrites nothing, descriptions included
+            export.after_promotion(client, name, report.decisions, out)  # the champion's ONNX model
             pages.refresh(client, name, policy, moved)
     print(report.table(), file=out or sys.stdout, flush=True)
     return report

@@ -304,9 +304,29 @@ def read_image(path: Path) -> np.ndarray:
     return _read_other(path)
 
 
+def decode_film(data: bytes, where: object = "image") -> np.ndarray:
+    """A film's encoded bytes (PGM, PNG, TIFF, ...) as read_image reads its file: the logged
+    model reads what users send with the rules training read its films with."""
+    if data[:2] in (b"P5", b"P2"):
+        return decode_pgm(data, where)
+    return _decode_other(np.frombuffer(data, dtype=np.uint8), where)
+
+
+def resize_film(image: np.ndarray, size: int) -> np.ndarray:
+    """A film at the model's input size (training and the logged model share this)."""
+    if image.shape != (size, size):
+        # INTER_AREA averages when shrinking: lesions survive the downscale.
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image
+
+
 def _read_pgm(path: Path) -> np.ndarray:
     """PGM read by hand: cv2 silently returns None or partial images for truncated files."""
-    data = path.read_bytes()
+    return decode_pgm(path.read_bytes(), path)
+
+
+def decode_pgm(data: bytes, path) -> np.ndarray:
+    """PGM bytes as a uint8 film; `path` names the source in errors."""
     magic = data[:2]
     if magic not in (b"P5", b"P2"):
         raise InputError(path, f"not a grayscale PGM: magic {magic!r}, expected P5 (binary) or P2 (ascii)")
@@ -386,7 +406,10 @@ def _pgm_ascii(path: Path, data: bytes, pos: int, n: int) -> np.ndarray:
 
 def _read_other(path: Path) -> np.ndarray:
     # imdecode from bytes rather than imread: imread fails silently on some non-ASCII paths.
-    buf = np.fromfile(path, dtype=np.uint8)
+    return _decode_other(np.fromfile(path, dtype=np.uint8), path)
+
+
+def _decode_other(buf: np.ndarray, path) -> np.ndarray:
     image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if image is None:
         raise InputError(path, "cannot decode image (empty, corrupt or unsupported format)")

@@ -29,7 +29,7 @@ from projects.core.uncertainty import classification_scores
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
-from projects.mammography import roi, roi_data
+from projects.mammography import roi, roi_data, serving
 from projects.mammography.holdout import holdout_digest, holdout_patients
 from projects.mammography.models import ClassProbabilities, build_classifier, check_pretrained_download, deployed
 from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
@@ -80,11 +80,7 @@ def _read_resized(root: Path, skip_missing: bool, size: int) -> dict[str, np.nda
     films, _, _ = _load_films(root, skip_missing)
     out = {}
     for film in films:
-        image = mias.read_image(film.path)
-        if image.shape != (size, size):
-            # INTER_AREA averages when shrinking: lesions survive the downscale.
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-        out[film.id] = image
+        out[film.id] = mias.resize_film(mias.read_image(film.path), size)
     return out
 
 
@@ -378,7 +374,7 @@ def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
     mlflow.log_param(tracking.P_CPU_PREDICT_N, n)
     mlflow.log_param("image_shape", f"1x{config.image_size}x{config.image_size}")
     if config.log_model:
-        log_probability_model(model, test_images[:2])
+        serving.log_classifier_model(model, config, test_images[:1])
 
 
 def log_probability_model(model: nn.Module, example_images: np.ndarray) -> None:

@@ -25,7 +25,7 @@ from projects.core.training import EpochHook, fit, make_loader, seed_everything
 from projects.core.uncertainty import UnitScores
 from projects.pathology import data as seg_data
 from projects.pathology import metrics as seg_metrics
-from projects.pathology import preprocess
+from projects.pathology import preprocess, serving
 from projects.pathology.config import PathologyConfig
 from projects.pathology.holdout import holdout_digest, holdout_images
 from projects.pathology.models import build_model, min_input_multiple, model_family
@@ -309,7 +309,7 @@ def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: 
     mlflow.log_param(tracking.P_CPU_PREDICT_N, len(timing_tiles))
     mlflow.log_param("image_shape", f"3x{config.tile_size}x{config.tile_size}")
     if config.log_model:
-        log_probability_model(model, timing_tiles[:2])
+        serving.log_tumour_model(model, config, timing_tiles[:2])
 
 
 def log_probability_model(model: nn.Module, example_tiles: np.ndarray) -> None:
