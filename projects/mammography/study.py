@@ -256,7 +256,7 @@ def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kin
     # Baseline first: it is what the result must beat, logged even if training dies.
     base = cls_metrics.majority_baseline(train_y, prepared.targets["test"], len(prepared.class_names))
     tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
-    model = deployed(_train(config, prepared, train_x, train_y, on_epoch), config.tta)
+    model = deployed(_train(config, prepared, train_x, train_y, on_epoch)[0], config.tta)
     logits, truth, _ = _predict(model, _loader(prepared.images["test"], prepared.targets["test"],
                                                config.batch_size, False))
     pred = logits.argmax(1)
@@ -305,7 +305,7 @@ def _log_inputs(config: MammographyConfig, prepared: PreparedData, n_train_image
 
 
 def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarray, train_y: np.ndarray,
-           on_epoch: EpochHook | None) -> nn.Module:
+           on_epoch: EpochHook | None) -> tuple[nn.Module, torch.optim.Optimizer]:
     n_classes = len(prepared.class_names)
     generator = seed_everything(config.seed)
     model = build_classifier(config.arch, n_classes, config.weights, pretrained=config.pretrained)
@@ -331,7 +331,7 @@ def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarra
                  family="timm")
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})
-    return model
+    return model, result.optimizer
 
 
 def _log_test_artifacts(config: MammographyConfig, prepared: PreparedData, matrix: np.ndarray, truth: np.ndarray,

@@ -256,7 +256,6 @@ def _train(config: PathologyConfig, arrays: dict, on_epoch: EpochHook | None) ->
     train_loader = make_loader(TileDataset(arrays["train"]), config.train, shuffle=True, generator=generator,
                                drop_last=n_train > config.batch_size)
     val_loader = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     overlays = epoch_overlays(model, arrays["val"] if len(arrays["val"]["images"]) else arrays["test"], config.threshold)
 
     def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -265,10 +264,10 @@ def _train(config: PathologyConfig, arrays: dict, on_epoch: EpochHook | None) ->
             on_epoch(epoch, metrics)  # a search trial's pruning: after the image of this epoch
 
     result = fit(model, train_loader, val_loader, MaskedBCE(), config.train, _evaluator(config.threshold),
-                 on_epoch=after_epoch, optimizer=optimizer, family=model_family(config.arch))
+                 on_epoch=after_epoch, family=model_family(config.arch))
     mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         "train_seconds": result.train_seconds})
-    return model, optimizer
+    return model, result.optimizer
 
 
 def _log_split(prepared: PreparedTiles) -> None:
