@@ -65,6 +65,9 @@ class Trainer:
     minus_baseline: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # Log model_size_mb_with_optimizer (the optimizer's state saved beside the weights).
     size_with_optimizer: ClassVar[bool] = False
+    # The line printed on stderr when a run ends: str.format of `config`, `test` and `base`
+    # (the test and baseline metrics, without prefixes), e.g. "{config.arch}: {test[accuracy]:.3f}".
+    summary: ClassVar[str] = ""
 
     # --- hooks ---------------------------------------------------------------------------------
     def prepare(self, config) -> Any:
@@ -129,9 +132,6 @@ class Trainer:
         """The candidate model the registry may promote (called when config.log_model is on)."""
         raise NotImplementedError
 
-    def summary(self, config, outcome: TestOutcome, base: dict[str, float]) -> str:
-        return ""
-
     # --- the run -----------------------------------------------------------------------------------
     def run_training(self, config, prepared=None, run_kind: str = tracking.RUN_KIND_SINGLE,
                      on_epoch: EpochHook | None = None) -> RunResult:
@@ -167,9 +167,9 @@ class Trainer:
                                 optimizer=trained.optimizer if self.size_with_optimizer else None)
         if getattr(config, "log_model", True):
             self.log_candidate(config, prepared, model, outcome)
-        line = self.summary(config, outcome, base)
-        if line:
-            print(f"[{self.study}] {line}", file=sys.stderr)
+        if self.summary:
+            print(f"[{self.study}] " + self.summary.format(config=config, test=outcome.metrics, base=base),
+                  file=sys.stderr)
         return RunResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
                          | {tracking.baseline_metric(k): v for k, v in base.items()}, outcome.details)
 

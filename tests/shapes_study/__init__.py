@@ -124,6 +124,8 @@ class ShapesTrainer(Trainer):
     """The hooks of a shapes run; the platform's trainer does the rest."""
     study = NAME
     minus_baseline = {"accuracy": ("majority_accuracy",)}
+    summary = ("{config.arch} w={config.width}: test accuracy {test[accuracy]:.3f} "
+               "(baseline {base[majority_accuracy]:.3f})")
 
     def prepare(self, cfg):
         return prepare(cfg)

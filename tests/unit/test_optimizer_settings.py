@@ -1,6 +1,7 @@
 """Every optimisation setting of TrainConfig reaches the optimizer, in core and in each study:
-the optimizer is made in one place (training.make_optimizer) from the run's config, and
-the one a study trained with is the one whose state the size-with-optimizer metric saves.
+the optimizer is made in one place (training.make_optimizer) from the run's config, each
+study trains through the trainer template (projects/core/trainer.py), and the optimizer it
+trained with is the one whose state the size-with-optimizer metric saves.
 (pathology used to build its own Adam from lr alone: --weight-decay never reached it.)"""
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ def test_pathology_trains_with_weight_decay_and_lr_from_its_config():
 
     config = PathologyConfig(arch="unet", filters=2, depth=2, tile_size=64, embedded_images=6, embedded_size=128,
                              epochs=1, patience=0, device="cpu", precision="fp32", progress=False, **SETTINGS)
-    arrays = study.prepare_data(config).arrays
+    prepared = study.prepare_data(config)
     with mlflow.start_run():
-        _, optimizer = study._train(config, arrays, None)
-    assert {k: _group(optimizer)[k] for k in SETTINGS} == SETTINGS
+        _, trained = study.TRAINER.train(config, prepared)
+    assert {k: _group(trained.optimizer)[k] for k in SETTINGS} == SETTINGS
 
 
 def test_mammography_trains_with_weight_decay_and_lr_from_its_config():
@@ -60,5 +61,5 @@ def test_mammography_trains_with_weight_decay_and_lr_from_its_config():
                                device="cpu", precision="fp32", progress=False, **SETTINGS)
     prepared = study.prepare_data(config)
     with mlflow.start_run():
-        _, optimizer = study._train(config, prepared, prepared.images["train"], prepared.targets["train"], None)
-    assert {k: _group(optimizer)[k] for k in SETTINGS} == SETTINGS
+        _, trained = study.TRAINER.train(config, prepared)
+    assert {k: _group(trained.optimizer)[k] for k in SETTINGS} == SETTINGS
