@@ -144,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         parent_ctx = tracking.study_run(tracking.EXPERIMENTS["benchmark"], f"benchmark-{'quick' if args.quick else 'full'}",
                                         tags={"benchmark": "all", "quick": str(args.quick).lower()} | tracking.process_tags())
         parent_ctx.__enter__()
+        # `sections_run`, not `sections`: under `mlflow run` the launcher has already logged
+        # `sections` as given ("" = every section), and MLflow params cannot change.
         mlflow.log_params({f"machine.{k}": v for k, v in info.items()} | {"quick": str(args.quick).lower(),
-                                                                          "sections": ",".join(sections)})
+                                                                          "sections_run": ",".join(sections)})
         experiment_id = mlflow.active_run().info.experiment_id
 
     state: dict = {}

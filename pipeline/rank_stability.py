@@ -17,9 +17,7 @@ quarter. The minimum resource is the first k whose rho is at least RHO_MIN.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,47 +27,17 @@ from scipy import stats
 from projects.core import cli, records, runtime, tracking
 from projects.core.errors import InputError
 from projects.core.records import Budget, Record, RecordStore
-from projects.core.study import RealDataBlock, get_study
+from projects.core.study import RealDataBlock, Study, all_studies
 
 RESULTS = runtime.REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## 10. Rank stability: how early a validation score ranks configurations"
 RHO_MIN = 0.8  # "ranks like the final score": a pruner that keeps the top half then rarely drops the winner
 METRIC = "val_jaccard"
-EPOCHS = 10
 
 
-@dataclass(frozen=True)
-class RankBlock:
-    name: str
-    study: str
-    base: dict  # settings every configuration shares
-    space: dict  # setting -> values; the configurations are their product
-    data: str  # what the table calls the data
-
-    def configs(self) -> list[dict]:
-        keys = list(self.space)
-        return [self.base | dict(zip(keys, values)) for values in itertools.product(*self.space.values())]
-
-
-BLOCKS = {
-    # The embedded PAIP-format set at the main job's quick size: 16 configurations, 10 epochs.
-    "rank-embedded": RankBlock(
-        "rank-embedded", "pathology",
-        base=dict(data="embedded", embedded_images=16, embedded_size=256, tile_size=64, batch_size=8, epochs=EPOCHS,
-                  patience=0, cpu_predict_n=8, onnx_timing=False, log_model=False, progress=False),
-        space={"arch": ["unet", "elunet"], "depth": [3, 4], "filters": [4, 8], "lr": [1e-3, 3e-3]},
-        data="embedded PAIP-format tiles, 64 px"),
-}
-
-
-def block_of(rank: RankBlock) -> RealDataBlock:
-    """The configurations as a block of the records runner (one grid per configuration)."""
-    from projects.pathology.grid import PathologyGridConfig  # the blocks rank U-Net/ELU-Net cells
-
-    study = get_study(rank.study)
-    grids = [PathologyGridConfig(base=study.config_cls.of(**cfg), cells=[(cfg["arch"], cfg["filters"], cfg["depth"])])
-             for cfg in rank.configs()]
-    return RealDataBlock(rank.name, grids, ("jaccard",), lambda rows: [])
+def rank_blocks(data_root: Path) -> dict[str, tuple[Study, RealDataBlock]]:
+    """Every study's rank-stability blocks by name (their settings live with the study)."""
+    return {b.name: (s, b) for s in all_studies() for b in s.rank_blocks(data_root)}
 
 
 def curves(recs: list[Record], metric: str = METRIC) -> pd.DataFrame:
@@ -116,24 +84,34 @@ def min_resource(table: pd.DataFrame) -> int | None:
     return int(ok["epoch"].iloc[0]) if len(ok) else None
 
 
-def section(root: Path) -> str:
+def describe(block: RealDataBlock) -> str:
+    """What varies across the block's configurations and what they share, from the configs."""
+    configs = [g.base.flat() for g in block.grids]
+    varied = {k for k in configs[0] if len({str(c[k]) for c in configs}) > 1}
+    data = configs[0].get("data", "")
+    return (f"{len(configs)} configurations over {', '.join(sorted(varied))}; data {data}, "
+            f"tile {configs[0].get('tile_size')} px, {configs[0].get('epochs')} epochs")
+
+
+def section(root: Path, data_root: Path = Path("data")) -> str:
     lines = [SECTION, "",
              f"Spearman's rho between each configuration's `{METRIC}` after k epochs and after the last, over "
              "configurations trained the same number of epochs without early stopping (95% bootstrap interval "
              f"over configurations). The minimum resource is the first k with rho >= {RHO_MIN}: a pruner that "
              "judges trials earlier throws away models that would have ranked high. Rendered from the records "
              "under `results/records/<block>/` by `python -m pipeline.rank_stability --render`.", ""]
-    for rank in BLOCKS.values():
-        recs = RecordStore(root / rank.name).all()
+    for name, (study, block) in rank_blocks(data_root.resolve()).items():
+        recs = RecordStore(root / name).all()
         table = curves(recs)
-        lines += [f"### {rank.name}: {rank.data}", ""]
+        expected = sum(len(study.grid_configs(g)) for g in block.grids)
+        lines += [f"### {name}: {study.name}, {describe(block)}", ""]
         if len(table) < 3:
-            lines += [f"Not measured yet ({len(table)} of {len(rank.configs())} configurations recorded; "
-                      f"`python -m pipeline.rank_stability --blocks {rank.name}` measures them).", ""]
+            lines += [f"Not measured yet ({len(table)} of {expected} configurations recorded; "
+                      f"`python -m pipeline.rank_stability --blocks {name}` measures them).", ""]
             continue
         result = stability(table)
         k = min_resource(result)
-        lines += [records_line(recs, len(table), len(rank.configs())), "",
+        lines += [records_line(recs, len(table), expected), "",
                   "| epoch k | rho(k, last) [95% CI] | last epoch's winner in epoch k's top quarter |", "|---|---|---|"]
         lines += [f"| {int(r.epoch)} | {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}] | "
                   f"{'yes' if r.winner_in_top_quarter else 'no'} |" for r in result.itertuples()]
@@ -168,22 +146,26 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline import real_data
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.rank_stability", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--blocks", type=cli.str_list, default=[], help=f"blocks to measure: {', '.join(BLOCKS)}")
+    parser.add_argument("--blocks", type=cli.str_list, default=[], help="blocks to measure (default: all)")
+    parser.add_argument("--data-root", type=Path, default=Path("data"), help="folder of the public data sets")
     parser.add_argument("--budget-min", type=float, default=0, help="start no new unit after this many minutes")
     parser.add_argument("--render", action="store_true", help="only re-render the section from the records")
     parser.add_argument("--records", type=Path, default=records.RECORDS)
     parser.add_argument("--out", type=Path, default=RESULTS, help="the page whose section is rewritten")
     args = parser.parse_args(argv)
-    unknown = [b for b in args.blocks if b not in BLOCKS]
+    blocks = rank_blocks(args.data_root.resolve())
+    unknown = [b for b in args.blocks if b not in blocks]
     if unknown:
-        raise InputError("--blocks", f"unknown block(s) {', '.join(unknown)}; choose from {', '.join(BLOCKS)}")
+        raise InputError("--blocks", f"unknown block(s) {', '.join(unknown)}; choose from {', '.join(blocks)}")
     if not args.render:
         tracking.setup_tracking()
         budget = Budget(args.budget_min)
-        for name in args.blocks or list(BLOCKS):
-            rank = BLOCKS[name]
-            real_data.run_block(get_study(rank.study), block_of(rank), RecordStore(args.records / name), budget)
-    text = section(args.records)
+        for name in args.blocks or list(blocks):
+            study, block = blocks[name]
+            if block.source is not None and not block.source.is_dir():
+                raise InputError("--data-root", f"block {name} needs {block.source}, which does not exist")
+            real_data.run_block(study, block, RecordStore(args.records / name), budget)
+    text = section(args.records, args.data_root.resolve())
     write_section(text, args.out)
     print(text)
     return 0

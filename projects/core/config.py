@@ -106,6 +106,7 @@ class Leaf:
     help: str
     cli: bool
     item: type | None = None  # element type of a list setting
+    choices: tuple | None = None  # the allowed values, when the setting declares them
 
 
 def _resolve_type(owner: type, field: dataclasses.Field) -> Any:
@@ -127,7 +128,7 @@ def leaves(cls: type, prefix: tuple[str, ...] = ()) -> Iterator[Leaf]:
             yield from leaves(kind, prefix + (field.name,))
             continue
         yield Leaf(field.name, prefix + (field.name,), _plain_type(kind), _section_default(field),
-                   meta.get("help", ""), meta.get("cli", True), _item_type(kind))
+                   meta.get("help", ""), meta.get("cli", True), _item_type(kind), meta.get("choices"))
 
 
 def _plain_type(kind: Any) -> type:
@@ -269,9 +270,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, defaults: Mappi
         if not leaf.cli or name in skip:
             continue
         default = (defaults or {}).get(name, leaf.default)
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
         parser.add_argument(flag(name), dest=name, type=parser_for(leaf.type, leaf.item), default=default,
-                            help=f"{leaf.help} (default: {shown})".strip())
+                            help=help_text(leaf, default))
+
+
+def help_text(leaf: Leaf, default: Any) -> str:
+    """A flag's help: the setting's text, its allowed values when it declares them and the text
+    does not list them already, and its default; `%` escaped (argparse formats help with %)."""
+    text = leaf.help
+    if leaf.choices and not all(str(c) in text for c in leaf.choices):
+        text += f" (one of: {', '.join(map(str, leaf.choices))})"
+    if leaf.type is bool and "true" not in text:
+        text += " (true | false)"
+    shown = (",".join(map(str, default)) if isinstance(default, list) else
+             str(default).lower() if isinstance(default, bool) else default)
+    return f"{text} (default: {shown})".strip().replace("%", "%%")
 
 
 def values_from_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:

@@ -329,6 +329,11 @@ class Study:
         """The study's blocks of the real-data results page (its public data sets under root)."""
         return ()
 
+    def rank_blocks(self, root: Path) -> Sequence[RealDataBlock]:
+        """Configurations whose validation curves measure rank stability (pipeline/rank_stability.py):
+        trained the same number of epochs without early stopping; public data sets under root."""
+        return ()
+
     def benchmark_sections(self) -> Mapping[str, Callable]:
         """Benchmark sections of the study's own pipeline: name -> run(quick, experiment_id, log)
         returning a projects.core.bench.Section (python -m benchmarks runs them with the rest)."""

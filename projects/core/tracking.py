@@ -286,9 +286,16 @@ def study_run(experiment: str, run_name: str | None = None, nested: bool = False
     if not nested:
         _close_stale_quietly(experiment)
     adopt = adopt and not nested and os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None
+    launcher = None
     if adopt:
         run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"], tags=dict(tags or {}),
                                log_system_metrics=system_metrics or None)
+        # MLflow forgets MLFLOW_RUN_ID once a start_run has consumed it; adopted by id, it stays,
+        # and the next nested start_run resumed the launcher's run instead of starting a child
+        # (under `mlflow run`, a grid's first cell and the benchmark's first section were logged
+        # into their parent). Hidden while ours is active; restored after, for what reads the
+        # launcher's id once the run has ended (cli._tell_launcher).
+        launcher = os.environ.pop("MLFLOW_RUN_ID")
         if run_name:
             mlflow.set_tag("mlflow.runName", run_name)
     else:
@@ -308,6 +315,9 @@ def study_run(experiment: str, run_name: str | None = None, nested: bool = False
         raise
     else:
         mlflow.end_run()
+    finally:
+        if launcher is not None:
+            os.environ["MLFLOW_RUN_ID"] = launcher
 
 
 def close_stale_runs(experiment: str, older_than_s: float = 0.0, filter_string: str = "") -> list[str]:

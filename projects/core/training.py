@@ -124,6 +124,8 @@ class FitResult:
     train_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     best_metrics: dict[str, float] = field(default_factory=dict)
+    # The optimizer as training left it: its state is part of the size-with-optimizer metric.
+    optimizer: torch.optim.Optimizer | None = None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -142,44 +144,39 @@ Evaluate = Callable[[nn.Module, Iterator[tuple[torch.Tensor, torch.Tensor]]], di
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, object | None]:
+    """The optimizer and learning-rate schedule of every study, from its TrainConfig: the one
+    place the settings lr, weight_decay, lr_schedule and epochs reach the optimisation."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+                if config.lr_schedule == "cosine" else None)
+    return optimizer, schedule
+
+
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
         loss_fn: nn.Module, config: TrainConfig, evaluate: Evaluate,
-        on_epoch: EpochHook | None = None, log: bool = True,
-        optimizer: torch.optim.Optimizer | None = None, family: str = "conv") -> FitResult:
+        on_epoch: EpochHook | None = None, log: bool = True, family: str = "conv") -> FitResult:
     """Train `model` in place; on return it holds the weights of the best validation epoch, on
-    the CPU in fp32. With no validation loader the last epoch's weights are kept.
+    the CPU in fp32. With no validation loader the last epoch's weights are kept. The optimizer
+    is made from `config` (make_optimizer) and returned in the result.
 
     `family` (unet, elunet, smp, timm, ...) picks the `auto` precision (projects/core/device.py).
     `evaluate` receives the model on the run's device and batches already moved there.
     """
     place = Placement.of(config, family)
-    model.to(place.device)  # parameters move in place: an optimizer made before still holds them
+    model.to(place.device)  # before the optimizer is made: it holds the parameters where they train
     if place.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn.to(place.device)
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer, schedule = make_optimizer(model, config)
     scaler = dev.grad_scaler(place.device, place.precision)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-                if config.lr_schedule == "cosine" else None)
     if log:
         mlflow.set_tags({tracking.TAG_DEVICE: str(place.device), tracking.TAG_PRECISION: place.precision,
                          "channels_last": str(place.channels_last).lower()})
-    best = _Best(config.select_on)
-    history: list[dict[str, float]] = []
-    bad_epochs, stopped_early, steps = 0, False, _Steps()
-    start = time.perf_counter()
+    best, steps, start = _Best(config.select_on), _Steps(), time.perf_counter()
     checkpoint = _CHECKPOINT.get()
-    first = 1
-    if checkpoint is not None and checkpoint.is_file():
-        first, bad_epochs, history = _restore(checkpoint, model, optimizer, schedule, scaler, best, train_loader)
-        if log:  # the new run shows the whole curve, the epochs before the restart included
-            for epoch, metrics in enumerate(history, 1):
-                tracking.log_metrics_finite(metrics, step=epoch)
-            mlflow.set_tag("resumed_from_epoch", str(first - 1))
-        print(f"resumed from {checkpoint} after epoch {first - 1}", file=sys.stderr, flush=True)
-        if config.patience and bad_epochs >= config.patience:
-            first = config.epochs + 1  # it had already stopped early
-            stopped_early = True
+    first, bad_epochs, history, stopped_early = _resume(checkpoint, config, log, model, optimizer, schedule, scaler,
+                                                        best, train_loader)
     for epoch in range(first, config.epochs + 1):
         metrics = {tracking.M_TRAIN_LOSS: _train_epoch(model, train_loader, loss_fn, optimizer, scaler, place,
                                                        config, epoch, steps)}
@@ -214,7 +211,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         tracking.log_metrics_finite(steps.metrics())
     return FitResult(best_epoch=best.epoch, epochs_run=len(history), stopped_early=stopped_early,
                      train_seconds=time.perf_counter() - start, history=history,
-                     best_metrics=best.metrics)
+                     best_metrics=best.metrics, optimizer=optimizer)
 
 
 # --- resumable training ---------------------------------------------------------------------------
@@ -231,6 +228,22 @@ def resumable(path: Path | None) -> Iterator[None]:
         yield
     finally:
         _CHECKPOINT.reset(token)
+
+
+def _resume(checkpoint: Path | None, config: TrainConfig, log: bool, model: nn.Module, optimizer, schedule, scaler,
+            best: _Best, loader: DataLoader) -> tuple[int, int, list[dict[str, float]], bool]:
+    """(first epoch, bad epochs, history, stopped early): a fresh start, or where the checkpoint left off."""
+    if checkpoint is None or not checkpoint.is_file():
+        return 1, 0, [], False
+    first, bad_epochs, history = _restore(checkpoint, model, optimizer, schedule, scaler, best, loader)
+    if log:  # the new run shows the whole curve, the epochs before the restart included
+        for epoch, metrics in enumerate(history, 1):
+            tracking.log_metrics_finite(metrics, step=epoch)
+        mlflow.set_tag("resumed_from_epoch", str(first - 1))
+    print(f"resumed from {checkpoint} after epoch {first - 1}", file=sys.stderr, flush=True)
+    if config.patience and bad_epochs >= config.patience:
+        return config.epochs + 1, bad_epochs, history, True  # it had already stopped early
+    return first, bad_epochs, history, False
 
 
 def _save(path: Path, epoch: int, model: nn.Module, optimizer, schedule, scaler, best: _Best, bad_epochs: int,

@@ -1,12 +1,12 @@
 """One mammography run: data -> split -> train -> evaluate -> efficiency -> model, all
 logged to the active MLflow run. The entry point, the grid and search trials all call
-`run(config)`; nothing is trained by other code.
+`run(config)`: the platform's trainer (projects/core/trainer.py) with this study's hooks;
+nothing is trained by other code.
 """
 from __future__ import annotations
 
 import functools
 import json
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +20,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects.core import artifacts, efficiency, timing, tracking
+from projects.core import artifacts
 from projects.core.digest import digest_files
 from projects.core.errors import InputError
 from projects.core.study import HoldoutData
-from projects.core.training import EpochHook, balanced_sampler, fit, make_loader, seed_everything
+from projects.core.trainer import TestOutcome, Trainer
+from projects.core.training import balanced_sampler, make_loader
 from projects.core.uncertainty import classification_scores
 from projects.mammography import data as mias
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
 from projects.mammography import roi, roi_data, serving
 from projects.mammography.holdout import holdout_digest, holdout_patients
-from projects.mammography.models import ClassProbabilities, build_classifier, check_pretrained_download, deployed
+from projects.mammography.models import build_classifier, check_pretrained_download, deployed
 from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
 
 STUDY = "mammography"
@@ -225,56 +226,110 @@ def _evaluator(loss_fn: nn.Module, class_names, tta: bool = False):
     return evaluate
 
 
-@dataclass
-class MammographyResult:
-    run_id: str
-    metrics: dict[str, float]
-    class_names: tuple[str, ...]
-    confusion: np.ndarray
+class MammographyTrainer(Trainer):
+    """The hooks of a mammography run: films (or ROI crops) in, class probabilities out, scored
+    by accuracy, balanced accuracy and macro-F1 (resampled by patient) against the majority class."""
+    study = STUDY
+    minus_baseline = {"accuracy": ("majority_accuracy",), "f1_macro": ("majority_f1_macro",),
+                      "balanced_accuracy": ("majority_balanced_accuracy",)}
+    # The line printed when a run ends (str.format of config, test and base metrics).
+    summary = ("{config.registry_task} {config.arch} split={config.split} augment={config.augment}: "
+               "test accuracy {test[accuracy]:.3f} (majority baseline {base[majority_accuracy]:.3f}), "
+               "balanced accuracy {test[balanced_accuracy]:.3f}, F1-macro {test[f1_macro]:.3f}")
+
+    def prepare(self, config: MammographyConfig) -> PreparedData:
+        return prepare_data(config)
+
+    def describe(self, config: MammographyConfig, prepared: PreparedData) -> dict:
+        return dict(task=config.registry_task, arch=config.arch, split=config.split, augment=config.augment)
+
+    def log_inputs(self, config: MammographyConfig, prepared: PreparedData) -> None:
+        # augment_films adds augment_factor - 1 copies of every training film
+        factor = config.augment_factor if config.augment else 1
+        _log_inputs(config, prepared, len(prepared.targets["train"]) * factor)
+
+    def baselines(self, config: MammographyConfig, prepared: PreparedData) -> dict[str, float]:
+        # On the films before augmentation: it copies every film alike, the class shares stay.
+        return cls_metrics.majority_baseline(prepared.targets["train"], prepared.targets["test"],
+                                             len(prepared.class_names))
+
+    def build_model(self, config: MammographyConfig, prepared: PreparedData) -> nn.Module:
+        return build_classifier(config.arch, len(prepared.class_names), config.weights, pretrained=config.pretrained)
+
+    def untrained_model(self, config: MammographyConfig, prepared: PreparedData) -> nn.Module:
+        return build_classifier(config.arch, len(prepared.class_names))
+
+    def loss(self, config: MammographyConfig, prepared: PreparedData) -> nn.Module:
+        return nn.CrossEntropyLoss(weight=_class_weights(config, prepared))
+
+    def loaders(self, config: MammographyConfig, prepared: PreparedData, generator):
+        return _loaders(config, prepared, generator)
+
+    def evaluator(self, config: MammographyConfig, prepared: PreparedData):
+        # Validation loss is unweighted: it selects the model, it should not favour rare classes.
+        return _evaluator(nn.CrossEntropyLoss(), prepared.class_names, config.tta)
+
+    def family(self, config: MammographyConfig) -> str:
+        return "timm"
+
+    def deployed(self, config: MammographyConfig, model: nn.Module) -> nn.Module:
+        return deployed(model, config.tta)
+
+    def test(self, config: MammographyConfig, prepared: PreparedData, model: nn.Module) -> TestOutcome:
+        logits, truth, _ = _predict(model, _loader(prepared.images["test"], prepared.targets["test"],
+                                                   config.batch_size, False))
+        pred = logits.argmax(1)
+        test = cls_metrics.classification_metrics(truth, pred, prepared.class_names)
+        # Resampled by patient: a film pair is one observation, not two.
+        units = classification_scores(truth, pred, [patient_id(f) for f in prepared.ids["test"]],
+                                      len(prepared.class_names))
+        matrix = cls_metrics.confusion(truth, pred, len(prepared.class_names))
+        return TestOutcome(test, units, {"truth": truth, "pred": pred, "confusion": matrix})
+
+    def timed_inputs(self, config: MammographyConfig, prepared: PreparedData, outcome: TestOutcome) -> torch.Tensor:
+        films = prepared.images["test"]
+        return _tensor(films[:min(config.cpu_predict_n, len(films)) or len(films)])
+
+    def log_artifacts(self, config: MammographyConfig, prepared: PreparedData, outcome: TestOutcome,
+                      folder: Path) -> None:
+        d = outcome.details
+        _log_test_artifacts(config, prepared, d["confusion"], d["truth"], d["pred"], outcome.metrics,
+                            outcome.baselines, folder)
+
+    def log_candidate(self, config: MammographyConfig, prepared: PreparedData, model: nn.Module,
+                      outcome: TestOutcome) -> None:
+        serving.log_classifier_model(model, config, prepared.images["test"][:1])
 
 
-def run(config: MammographyConfig, prepared: PreparedData | None = None, run_kind: str = tracking.RUN_KIND_SINGLE,
-        on_epoch: EpochHook | None = None) -> MammographyResult:
-    """Train and evaluate inside the active MLflow run (the caller starts and ends it)."""
-    prepared = prepared or prepare_data(config)
-    active = mlflow.active_run()
-    if active is None:
-        raise RuntimeError("mammography.run needs an active MLflow run")
-    mlflow.set_tags(tracking.standard_tags(
-        study=STUDY, task=config.registry_task, arch=config.arch, split=config.split, augment=config.augment,
-        seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind)
-        | {tracking.TAG_HOLDOUT_DIGEST: prepared.holdout_digest})
-    tracking.log_config(config)
+TRAINER = MammographyTrainer()
+run = TRAINER.run_training
+
+
+def _class_weights(config: MammographyConfig, prepared: PreparedData) -> torch.Tensor | None:
+    """Inverse-frequency class weights of the training films (mean 1 over the present classes)."""
+    if not config.class_weighted:
+        return None
+    freq = np.bincount(prepared.targets["train"], minlength=len(prepared.class_names)).astype(np.float64)
+    inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
+    return torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
+
+
+def _loaders(config: MammographyConfig, prepared: PreparedData, generator) -> tuple[DataLoader, DataLoader | None]:
     train_x, train_y = prepared.images["train"], prepared.targets["train"]
     if config.augment:
         train_x, train_y = augment_films(train_x, train_y, config.augment_factor, config.seed)
-    _log_inputs(config, prepared, len(train_y))
-    # Baseline first: it is what the result must beat, logged even if training dies.
-    base = cls_metrics.majority_baseline(train_y, prepared.targets["test"], len(prepared.class_names))
-    tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
-    model = deployed(_train(config, prepared, train_x, train_y, on_epoch), config.tta)
-    logits, truth, _ = _predict(model, _loader(prepared.images["test"], prepared.targets["test"],
-                                               config.batch_size, False))
-    pred = logits.argmax(1)
-    test = cls_metrics.classification_metrics(truth, pred, prepared.class_names)
-    test["accuracy_minus_baseline"] = test["accuracy"] - base["majority_accuracy"]
-    test["f1_macro_minus_baseline"] = test["f1_macro"] - base["majority_f1_macro"]
-    test["balanced_accuracy_minus_baseline"] = test["balanced_accuracy"] - base["majority_balanced_accuracy"]
-    tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
-    # Resampled by patient: a film pair is one observation, not two.
-    scores = classification_scores(truth, pred, [patient_id(f) for f in prepared.ids["test"]],
-                                   len(prepared.class_names))
-    tracking.log_intervals(scores)
-    matrix = cls_metrics.confusion(truth, pred, len(prepared.class_names))
-    with tempfile.TemporaryDirectory() as tmp:
-        _log_test_artifacts(config, prepared, matrix, truth, pred, test, base, Path(tmp))
-        _log_efficiency(model, config, len(prepared.class_names), prepared.images["test"], Path(tmp))
-    print(f"[mammography] {config.registry_task} {config.arch} split={config.split} augment={config.augment}: "
-          f"test accuracy {test['accuracy']:.3f} (majority baseline {base['majority_accuracy']:.3f}), "
-          f"balanced accuracy {test['balanced_accuracy']:.3f}, F1-macro {test['f1_macro']:.3f}", file=sys.stderr)
-    return MammographyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
-                             | {tracking.baseline_metric(k): v for k, v in base.items()},
-                             prepared.class_names, matrix)
+    sampler = balanced_sampler(train_y, generator) if config.sampling == "balanced" else None
+    if prepared.roi_train is not None:  # ROI: every draw re-cuts its crop from the film, augmented
+        ds = roi_data.AugmentedCrops(prepared.roi_train, prepared.roi_images, config.image_size, config.seed,
+                                     roi_data.spec_of(config))
+        train = make_loader(ds, config.train, shuffle=True, generator=generator, drop_last=len(ds) > config.batch_size,
+                            sampler=sampler)
+    else:
+        train = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train,
+                        sampler=sampler)
+    val = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False, train=config.train)
+           if len(prepared.targets["val"]) else None)
+    return train, val
 
 
 def _log_inputs(config: MammographyConfig, prepared: PreparedData, n_train_images: int) -> None:
@@ -298,36 +353,6 @@ def _log_inputs(config: MammographyConfig, prepared: PreparedData, n_train_image
         mlflow.log_input(ds, context=part)
     if prepared.skipped:
         mlflow.log_text("\n".join(prepared.skipped), "skipped_films.txt")
-
-
-def _train(config: MammographyConfig, prepared: PreparedData, train_x: np.ndarray, train_y: np.ndarray,
-           on_epoch: EpochHook | None) -> nn.Module:
-    n_classes = len(prepared.class_names)
-    generator = seed_everything(config.seed)
-    model = build_classifier(config.arch, n_classes, config.weights, pretrained=config.pretrained)
-    weight = None
-    if config.class_weighted:
-        freq = np.bincount(train_y, minlength=n_classes).astype(np.float64)
-        inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1), 0.0)
-        weight = torch.tensor(inv / inv[freq > 0].mean(), dtype=torch.float32)
-    sampler = balanced_sampler(train_y, generator) if config.sampling == "balanced" else None
-    if prepared.roi_train is not None:  # ROI: every draw re-cuts its crop from the film, augmented
-        ds = roi_data.AugmentedCrops(prepared.roi_train, prepared.roi_images, config.image_size, config.seed,
-                                     roi_data.spec_of(config))
-        train_loader = make_loader(ds, config.train, shuffle=True, generator=generator, drop_last=len(ds) > config.batch_size,
-                                   sampler=sampler)
-    else:
-        train_loader = _loader(train_x, train_y, config.batch_size, True, generator, drop_last=True, train=config.train,
-                               sampler=sampler)
-    val_loader = (_loader(prepared.images["val"], prepared.targets["val"], config.batch_size, False, train=config.train)
-                  if len(prepared.targets["val"]) else None)
-    # Validation loss is unweighted: it selects the model, it should not favour rare classes.
-    result = fit(model, train_loader, val_loader, nn.CrossEntropyLoss(weight=weight), config.train,
-                 _evaluator(nn.CrossEntropyLoss(), prepared.class_names, config.tta), on_epoch=on_epoch,
-                 family="timm")
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                        "train_seconds": result.train_seconds})
-    return model
 
 
 def _log_test_artifacts(config: MammographyConfig, prepared: PreparedData, matrix: np.ndarray, truth: np.ndarray,
@@ -354,34 +379,3 @@ def _log_test_artifacts(config: MammographyConfig, prepared: PreparedData, matri
         "film_ids": prepared.ids["test"],
         "true": truth.tolist(), "pred": pred.tolist()}))
     mlflow.log_artifact(str(tmp / "predictions.json"))
-
-
-def _log_efficiency(model: nn.Module, config: MammographyConfig, n_classes: int,
-                    test_images: np.ndarray, tmp: Path) -> None:
-    model.eval()
-    weights = tmp / "model_weights.pt"
-    size = efficiency.save_weights(model, weights)
-    mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
-    n = len(test_images) if not config.cpu_predict_n else min(config.cpu_predict_n, len(test_images))
-    timings = timing.time_cpu_runtimes(lambda: deployed(build_classifier(config.arch, n_classes), config.tta), weights,
-                                          _tensor(test_images[:n]), config.batch_size, onnx=config.onnx_timing)
-    tracking.log_metrics_finite({
-        tracking.M_PARAMS: efficiency.count_params(model),
-        tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
-        tracking.M_SIZE_MB: size / 1e6,
-        **timings,
-    })
-    mlflow.log_param(tracking.P_CPU_PREDICT_N, n)
-    mlflow.log_param("image_shape", f"1x{config.image_size}x{config.image_size}")
-    if config.log_model:
-        serving.log_classifier_model(model, config, test_images[:1])
-
-
-def log_probability_model(model: nn.Module, example_images: np.ndarray) -> None:
-    """Log the full MLflow model (pt2: no pickled code) that returns class probabilities.
-
-    A batch-2 example keeps the batch dimension dynamic in torch.export; the image size is
-    fixed by the export and recorded as the `image_shape` param.
-    """
-    example = _tensor(example_images if len(example_images) >= 2 else np.repeat(example_images, 2, 0)).numpy()
-    artifacts.log_candidate_model(ClassProbabilities(model), example)

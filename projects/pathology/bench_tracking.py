@@ -91,7 +91,7 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
     from projects.core import efficiency, tracking
     from projects.pathology import study
     from projects.pathology.models import build_model
-    from projects.core.training import TrainConfig, fit, seed_everything
+    from projects.core.training import fit, seed_everything
 
     cfg = settings(quick)
     config, prepared, train, val, DataLoader = _workload(cfg)
@@ -105,11 +105,9 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
         model = build_model(config.arch, config.filters, config.depth)
         train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=gen, drop_last=True)
         val_loader = DataLoader(val, batch_size=config.batch_size)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        fit(model, train_loader, val_loader, study.MaskedBCE(),
-            TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, progress=False),
-            study._evaluator(config.threshold), log=log_epochs, optimizer=optimizer)
-        return model, optimizer
+        result = fit(model, train_loader, val_loader, study.MaskedBCE(), config.train,
+                     study._evaluator(config.threshold), log=log_epochs)
+        return model, result.optimizer
 
     def without():
         loop(False)

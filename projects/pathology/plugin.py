@@ -142,6 +142,11 @@ class PathologyStudy(Study):
 
         return blocks(root, quick)
 
+    def rank_blocks(self, root):
+        from projects.pathology.real_data import rank_blocks
+
+        return rank_blocks(root)
+
     def training_references(self):
         from projects.pathology.benchmark import TRAINING_REFERENCES
 

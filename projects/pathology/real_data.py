@@ -3,6 +3,7 @@ that fit this machine's time (2 cores), with the paper's settings. MoNuSeg's tes
 the holdout (the registry's); the runs split train/ by image."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,29 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
     monuseg = root / "monuseg"
     base = PathologyConfig.of(data=str(monuseg), **(PAPER | ({"epochs": 2} if quick else {})))
     return [RealDataBlock("monuseg", [PathologyGridConfig(base=base, cells=CELLS)], METRICS, table, source=monuseg)]
+
+
+# Rank stability (pipeline/rank_stability.py): every configuration the same epochs, no early
+# stopping, curves only (no logged model, no ONNX timing).
+RANK_EPOCHS = 10
+RANK_SPACES = {
+    # the embedded PAIP-format set at the main job's quick size: 16 configurations
+    "rank-embedded": (dict(data="embedded", embedded_images=16, embedded_size=256, tile_size=64, batch_size=8),
+                      {"arch": ["unet", "elunet"], "depth": [3, 4], "filters": [4, 8], "lr": [1e-3, 3e-3]}),
+}
+
+
+def rank_blocks(root: Path) -> list[RealDataBlock]:
+    out = []
+    for name, (base, space) in RANK_SPACES.items():
+        grids = []
+        for values in itertools.product(*space.values()):
+            cfg = base | dict(zip(space, values)) | dict(epochs=RANK_EPOCHS, patience=0, cpu_predict_n=8,
+                                                         onnx_timing=False, log_model=False, progress=False)
+            grids.append(PathologyGridConfig(base=PathologyConfig.of(**cfg),
+                                             cells=[(cfg["arch"], cfg["filters"], cfg["depth"])]))
+        out.append(RealDataBlock(name, grids, ("jaccard",), lambda rows: [], source=None))
+    return out
 
 
 def _cell(value, ci) -> str:

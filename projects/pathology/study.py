@@ -1,10 +1,9 @@
 """One pathology run: tiles -> train -> per-tile Jaccard -> efficiency -> model, logged to
 the active MLflow run. The entry point, the Table V grid and search trials all call
-`run(config)`.
+`run(config)`: the platform's trainer (projects/core/trainer.py) with this study's hooks.
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from projects.core import artifacts, efficiency, runtime, timing, tracking
+from projects.core import artifacts, runtime
 from projects.core.errors import InputError
 from projects.core.study import HoldoutData
-from projects.core.training import EpochHook, fit, make_loader, seed_everything
+from projects.core.trainer import TestOutcome, Trainer
+from projects.core.training import make_loader
 from projects.core.uncertainty import UnitScores
 from projects.pathology import data as seg_data
 from projects.pathology import metrics as seg_metrics
@@ -192,48 +192,91 @@ def _evaluator(threshold: float):
     return evaluate
 
 
-@dataclass
-class PathologyResult:
-    run_id: str
-    metrics: dict[str, float]
+class PathologyTrainer(Trainer):
+    """The hooks of a pathology run: tiles in, a U-Net/ELU-Net per-pixel tumour probability out,
+    scored by per-tile Jaccard (resampled by source image), against all-background/all-tumour."""
+    study = STUDY
+    minus_baseline = {"jaccard": ("jaccard_all_background", "jaccard_all_tumor")}
+    # The line printed when a run ends (str.format of config, test and base metrics).
+    summary = ("{config.arch} n={config.filters} depth={config.depth}: test Jaccard (per tile) "
+               "{test[jaccard]:.3f}, pooled {test[jaccard_pooled]:.3f} (all-background "
+               "{base[jaccard_all_background]:.3f}, all-tumour {base[jaccard_all_tumor]:.3f})")
+    size_with_optimizer = True  # Table V's model sizes are with Adam's state (Keras .h5)
+
+    def prepare(self, config: PathologyConfig) -> PreparedTiles:
+        return prepare_data(config)
+
+    def describe(self, config: PathologyConfig, prepared: PreparedTiles) -> dict:
+        return dict(task=TASK, arch=config.arch, augment=config.augment_flips,
+                    split=f"test{config.test_count or config.test_fraction}-val{config.val_fraction}")
+
+    def extra_tags(self, config: PathologyConfig, prepared: PreparedTiles) -> dict[str, str]:
+        return {"depth": str(config.depth), "filters": str(config.filters)}
+
+    def log_inputs(self, config: PathologyConfig, prepared: PreparedTiles) -> None:
+        _log_inputs(prepared)
+
+    def baselines(self, config: PathologyConfig, prepared: PreparedTiles) -> dict[str, float]:
+        test = prepared.arrays["test"]
+        return seg_metrics.trivial_baselines(test["masks"], test["valid"])
+
+    def build_model(self, config: PathologyConfig, prepared: PreparedTiles) -> nn.Module:
+        return build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
+
+    def loss(self, config: PathologyConfig, prepared: PreparedTiles) -> nn.Module:
+        return MaskedBCE()
+
+    def loaders(self, config: PathologyConfig, prepared: PreparedTiles, generator):
+        arrays = prepared.arrays
+        n_train = len(arrays["train"]["images"])
+        train = make_loader(TileDataset(arrays["train"]), config.train, shuffle=True, generator=generator,
+                            drop_last=n_train > config.batch_size)
+        val = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None
+        return train, val
+
+    def evaluator(self, config: PathologyConfig, prepared: PreparedTiles):
+        return _evaluator(config.threshold)
+
+    def family(self, config: PathologyConfig) -> str:
+        return model_family(config.arch)
+
+    def epoch_hook(self, config: PathologyConfig, prepared: PreparedTiles, model: nn.Module):
+        arrays = prepared.arrays  # the same few tiles, predicted after every epoch (the UI's image slider)
+        overlays = epoch_overlays(model, arrays["val"] if len(arrays["val"]["images"]) else arrays["test"],
+                                  config.threshold)
+        return lambda epoch, metrics: overlays(epoch)
+
+    def test(self, config: PathologyConfig, prepared: PreparedTiles, model: nn.Module) -> TestOutcome:
+        tiles = prepared.arrays["test"]
+        truth, valid = tiles["masks"], tiles["valid"]
+        pred = _predict_probs(model, DataLoader(TileDataset(tiles), batch_size=config.batch_size)) > config.threshold
+        test = seg_metrics.segmentation_metrics(pred, truth, valid)
+        # The paper times (and scores) a sample of cpu_predict_n test tiles.
+        sample = np.random.default_rng(config.seed).choice(len(pred), size=min(config.cpu_predict_n, len(pred)),
+                                                           replace=False)
+        test[f"jaccard_sample{len(sample)}"] = seg_metrics.segmentation_metrics(
+            pred[sample], truth[sample], valid[sample])["jaccard"]
+        # Resampled by source image: the tiles of one image are one observation.
+        units = seg_metrics.unit_scores(pred, truth, valid, tiles["source"])
+        return TestOutcome(test, units, {"pred": pred, "sample": sample})
+
+    def timed_inputs(self, config: PathologyConfig, prepared: PreparedTiles, outcome: TestOutcome) -> torch.Tensor:
+        return tiles_tensor(prepared.arrays["test"]["images"][outcome.details["sample"]])
+
+    def log_artifacts(self, config: PathologyConfig, prepared: PreparedTiles, outcome: TestOutcome,
+                      folder: Path) -> None:
+        tiles = prepared.arrays["test"]
+        overlay_grid(tiles["images"], tiles["masks"], outcome.details["pred"], folder / "test_overlays.png",
+                     seed=config.seed)
+        mlflow.log_artifact(str(folder / "test_overlays.png"))
+
+    def log_candidate(self, config: PathologyConfig, prepared: PreparedTiles, model: nn.Module,
+                      outcome: TestOutcome) -> None:
+        serving.log_tumour_model(model, config, prepared.arrays["test"]["images"][outcome.details["sample"]][:2])
 
 
-def run(config: PathologyConfig, prepared: PreparedTiles | None = None, run_kind: str = tracking.RUN_KIND_SINGLE,
-        on_epoch: EpochHook | None = None) -> PathologyResult:
-    """Train and evaluate inside the active MLflow run (the caller starts and ends it)."""
-    prepared = prepared or prepare_data(config)
-    active = mlflow.active_run()
-    if active is None:
-        raise RuntimeError("pathology.run needs an active MLflow run")
-    mlflow.set_tags(tracking.standard_tags(
-        study=STUDY, task=TASK, arch=config.arch, split=f"test{config.test_count or config.test_fraction}-val{config.val_fraction}",
-        augment=config.augment_flips, seed=config.seed, dataset_digest=prepared.digest, run_kind=run_kind)
-        | {"depth": str(config.depth), "filters": str(config.filters), tracking.TAG_HOLDOUT_DIGEST: prepared.holdout_digest})
-    tracking.log_config(config)
-    arrays = prepared.arrays
-    _log_inputs(prepared)
-    truth, valid = arrays["test"]["masks"], arrays["test"]["valid"]
-    base = seg_metrics.trivial_baselines(truth, valid)
-    tracking.log_metrics_finite({tracking.baseline_metric(k): v for k, v in base.items()})
-    model, optimizer = _train(config, arrays, on_epoch)
-    pred = _predict_probs(model, DataLoader(TileDataset(arrays["test"]), batch_size=config.batch_size)) > config.threshold
-    test = seg_metrics.segmentation_metrics(pred, truth, valid)
-    sample = np.random.default_rng(config.seed).choice(len(pred), size=min(config.cpu_predict_n, len(pred)), replace=False)
-    test[f"jaccard_sample{len(sample)}"] = seg_metrics.segmentation_metrics(pred[sample], truth[sample], valid[sample])["jaccard"]
-    test["jaccard_minus_baseline"] = test["jaccard"] - max(base["jaccard_all_background"], base["jaccard_all_tumor"])
-    tracking.log_metrics_finite({tracking.test_metric(k): v for k, v in test.items()})
-    # Resampled by source image: the tiles of one image are one observation.
-    tracking.log_intervals(seg_metrics.unit_scores(pred, truth, valid, arrays["test"]["source"]))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        overlay_grid(arrays["test"]["images"], truth, pred, tmp / "test_overlays.png", seed=config.seed)
-        mlflow.log_artifact(str(tmp / "test_overlays.png"))
-        _log_efficiency(model, optimizer, config, arrays["test"]["images"][sample], tmp)
-    print(f"[pathology] {config.arch} n={config.filters} depth={config.depth}: test Jaccard (per tile) "
-          f"{test['jaccard']:.3f}, pooled {test['jaccard_pooled']:.3f} (all-background "
-          f"{base['jaccard_all_background']:.3f}, all-tumour {base['jaccard_all_tumor']:.3f})", file=sys.stderr)
-    return PathologyResult(active.info.run_id, {tracking.test_metric(k): v for k, v in test.items()}
-                           | {tracking.baseline_metric(k): v for k, v in base.items()})
+TRAINER = PathologyTrainer()
+run = TRAINER.run_training
 
 
 def _log_inputs(prepared: PreparedTiles) -> None:
@@ -247,28 +290,6 @@ def _log_inputs(prepared: PreparedTiles) -> None:
     if counts["train"] == 0 or counts["test"] == 0:
         raise InputError(prepared.root, f"no training or test tiles after the split ({counts})")
     _log_split(prepared)
-
-
-def _train(config: PathologyConfig, arrays: dict, on_epoch: EpochHook | None) -> tuple[nn.Module, torch.optim.Optimizer]:
-    generator = seed_everything(config.seed)
-    model = build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
-    n_train = len(arrays["train"]["images"])
-    train_loader = make_loader(TileDataset(arrays["train"]), config.train, shuffle=True, generator=generator,
-                               drop_last=n_train > config.batch_size)
-    val_loader = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    overlays = epoch_overlays(model, arrays["val"] if len(arrays["val"]["images"]) else arrays["test"], config.threshold)
-
-    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        overlays(epoch)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)  # a search trial's pruning: after the image of this epoch
-
-    result = fit(model, train_loader, val_loader, MaskedBCE(), config.train, _evaluator(config.threshold),
-                 on_epoch=after_epoch, optimizer=optimizer, family=model_family(config.arch))
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                        "train_seconds": result.train_seconds})
-    return model, optimizer
 
 
 def _log_split(prepared: PreparedTiles) -> None:
@@ -287,29 +308,6 @@ def _log_split(prepared: PreparedTiles) -> None:
 
 def tiles_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _log_efficiency(model: nn.Module, optimizer: torch.optim.Optimizer, config: PathologyConfig,
-                    timing_tiles: np.ndarray, tmp: Path) -> None:
-    model.eval()
-    weights = tmp / "model_weights.pt"
-    size = efficiency.save_weights(model, weights)
-    with_opt = efficiency.save_weights_with_optimizer(model, optimizer, tmp / "with_optimizer.pt")
-    mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
-    timings = timing.time_cpu_runtimes(
-        lambda: build_model(config.arch, config.filters, config.depth, upsample=config.upsample),
-        weights, tiles_tensor(timing_tiles), config.batch_size, onnx=config.onnx_timing)
-    tracking.log_metrics_finite({
-        tracking.M_PARAMS: efficiency.count_params(model),
-        tracking.M_PARAMS_KERAS: efficiency.count_params_keras(model),
-        tracking.M_SIZE_MB: size / 1e6,
-        tracking.M_SIZE_WITH_OPT_MB: with_opt / 1e6,
-        **timings,
-    })
-    mlflow.log_param(tracking.P_CPU_PREDICT_N, len(timing_tiles))
-    mlflow.log_param("image_shape", f"3x{config.tile_size}x{config.tile_size}")
-    if config.log_model:
-        serving.log_tumour_model(model, config, timing_tiles[:2])
 
 
 def log_probability_model(model: nn.Module, example_tiles: np.ndarray) -> None:

@@ -5,15 +5,12 @@
 - FLOP counting agrees with the hand formula 2 * Cin * Cout * k * k * Hout * Wout;
 - the runtime variants' building blocks (batch-norm folding, selection of the fastest
   correct runtime, interleaved timing order) do what they claim;
-- (slow) `python -m benchmarks --quick true` runs end to end and logs to MLflow.
+- the quick benchmark end to end is the README's command, run as written by
+  tests/e2e/test_readme_entry_points.py (check_quick_benchmark).
 """
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +23,6 @@ from benchmarks.flops import conv2d_flops, count_flops
 from projects.core import onnx_runtime
 from projects.pathology.models import build_model
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -241,30 +237,3 @@ def test_training_section_takes_a_device(monkeypatch, capsys):
     model(inputs)  # materialise the lazy layer
     step = training.step_fn(model, torch.nn.CrossEntropyLoss(), inputs, targets, True, "fp32", torch.device("cpu"))
     assert math.isfinite(step()) and step() != step()  # it trains: the loss moves
-
-
-@pytest.mark.slow
-def test_quick_benchmark_cli_end_to_end(_isolated_store):
-    from mlflow.tracking import MlflowClient
-
-    from tests.conftest import running_runs
-
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "true"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = proc.stdout
-    for title in ("Fastest correct runtime vs PyTorch eager", "matrix-multiply rate", "Tracking overhead",
-                  "Pathology preprocessing", "Share of training time waiting for data", "x protocol"):
-        assert title in out, title
-    assert "Search vs grid" in out or "Pruned Optuna search" in out
-    client = MlflowClient()
-    exp = client.get_experiment_by_name("benchmarks")
-    runs = client.search_runs([exp.experiment_id], "tags.benchmark != ''")
-    sections = {r.data.tags["benchmark"] for r in runs}
-    assert {"all", "runtimes", "flops", "tracking_overhead", "data_pipeline", "search_vs_grid"} <= sections
-    parent = next(r for r in runs if r.data.tags["benchmark"] == "all")
-    assert parent.info.status == "FINISHED"
-    runtimes = next(r for r in runs if r.data.tags["benchmark"] == "runtimes")
-    assert any(k.endswith("speedup_protocol") for k in runtimes.data.metrics)
-    assert not running_runs()

@@ -6,23 +6,21 @@ module, e.g. through MEDIMG_STUDIES=shapes_study) and brings its registry policy
 """
 from __future__ import annotations
 
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects.core import artifacts, efficiency, timing, tracking
+from projects.core import artifacts, efficiency, tracking
 from projects.core.config import Config, Section, section, setting
 from projects.core.errors import InputError
 from projects.core.study import CurveSpec, DashboardSpec, Headline, Study, register_study
-from projects.core.training import TrainConfig, fit, seed_everything
+from projects.core.trainer import TestOutcome, Trainer
+from projects.core.training import TrainConfig
 
 NAME, TASK = "shapes", "bars"
 ACC, BASE = tracking.test_metric("accuracy"), tracking.baseline_metric("majority_accuracy")
@@ -122,58 +120,56 @@ class Probabilities(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
-def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    model.eval()
-    with torch.inference_mode():
-        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+class ShapesTrainer(Trainer):
+    """The hooks of a shapes run; the platform's trainer does the rest."""
+    study = NAME
+    minus_baseline = {"accuracy": ("majority_accuracy",)}
+    summary = ("{config.arch} w={config.width}: test accuracy {test[accuracy]:.3f} "
+               "(baseline {base[majority_accuracy]:.3f})")
 
+    def prepare(self, cfg):
+        return prepare(cfg)
 
-@dataclass
-class Result:
-    run_id: str
-    metrics: dict[str, float]
+    def describe(self, cfg, prepared):
+        return dict(task=TASK, arch=cfg.arch, split="60:20:20", augment=False)
 
+    def extra_tags(self, cfg, prepared):
+        return {"width": str(cfg.width)}
 
-def run(cfg: ShapesConfig, prepared: Prepared | None, run_kind: str, on_epoch) -> Result:
-    prepared = prepared or prepare(cfg)
-    mlflow.set_tags(tracking.standard_tags(study=NAME, task=TASK, arch=cfg.arch, split="60:20:20", augment=False,
-                                           seed=cfg.seed, dataset_digest=prepared.digest, run_kind=run_kind))
-    mlflow.set_tag("width", str(cfg.width))
-    tracking.log_config(cfg)
-    x, y = prepared.images, prepared.labels
-    majority = np.bincount(y["train"], minlength=2).argmax()
-    base = float((y["test"] == majority).mean())
-    tracking.log_metrics_finite({BASE: base})
-    gen = seed_everything(cfg.seed)
-    model = build(cfg)
-    loader = DataLoader(TensorDataset(torch.from_numpy(x["train"]), torch.from_numpy(y["train"])),
-                        batch_size=cfg.batch_size, shuffle=True, generator=gen)
-    val = DataLoader(TensorDataset(torch.from_numpy(x["val"]), torch.from_numpy(y["val"])), batch_size=64)
-    loss_fn = nn.CrossEntropyLoss()
+    def baselines(self, cfg, prepared):
+        y = prepared.labels
+        return {"majority_accuracy": float((y["test"] == np.bincount(y["train"], minlength=2).argmax()).mean())}
 
-    def evaluate(m, batches):
-        loss, right, n = 0.0, 0, 0
-        for inputs, targets in batches:  # on the run's device
-            out = m(inputs)
-            loss += float(loss_fn(out, targets)) * len(inputs)
-            right += int((out.argmax(1) == targets).sum())
-            n += len(inputs)
-        return {"loss": loss / n, "accuracy": right / n}
+    def build_model(self, cfg, prepared):
+        return build(cfg)
 
-    fit(model, loader, val, loss_fn, cfg.train, evaluate, on_epoch=on_epoch)
-    test = {ACC: _accuracy(model, x["test"], y["test"])}
-    test[tracking.test_metric("accuracy_minus_baseline")] = test[ACC] - base
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "model_weights.pt"
-        size = efficiency.save_weights(model, weights)
-        timings = timing.time_cpu_runtimes(lambda: build(cfg), weights, torch.from_numpy(x["test"][:8]), 8,
-                                              onnx=False)
-    tracking.log_metrics_finite(test | timings | {tracking.M_SIZE_MB: size / 1e6,
-                                                 tracking.M_PARAMS: efficiency.count_params(model)})
-    mlflow.log_param("image_shape", f"1x{cfg.image_size}x{cfg.image_size}")
-    artifacts.log_candidate_model(Probabilities(model), x["test"][:2])
-    print(f"[shapes] {cfg.arch} w={cfg.width}: test accuracy {test[ACC]:.3f} (baseline {base:.3f})", file=sys.stderr)
-    return Result(mlflow.active_run().info.run_id, test | {BASE: base})
+    def loss(self, cfg, prepared):
+        return nn.CrossEntropyLoss()
+
+    def loaders(self, cfg, prepared, generator):
+        x, y = prepared.images, prepared.labels
+        data = {k: TensorDataset(torch.from_numpy(x[k]), torch.from_numpy(y[k])) for k in ("train", "val")}
+        return (DataLoader(data["train"], batch_size=cfg.batch_size, shuffle=True, generator=generator),
+                DataLoader(data["val"], batch_size=64))
+
+    def evaluator(self, cfg, prepared):
+        def evaluate(model, batches):  # batches on the run's device
+            out, targets = zip(*((model(x), y) for x, y in batches))
+            out, targets = torch.cat(out), torch.cat(targets)
+            return {"loss": float(nn.functional.cross_entropy(out, targets)),
+                    "accuracy": float((out.argmax(1) == targets).float().mean())}
+        return evaluate
+
+    def test(self, cfg, prepared, model):
+        with torch.inference_mode():
+            pred = model.eval()(torch.from_numpy(prepared.images["test"])).argmax(1).numpy()
+        return TestOutcome({"accuracy": float((pred == prepared.labels["test"]).mean())})
+
+    def timed_inputs(self, cfg, prepared, outcome):
+        return torch.from_numpy(prepared.images["test"][:8])
+
+    def log_candidate(self, cfg, prepared, model, outcome):
+        artifacts.log_candidate_model(Probabilities(model), prepared.images["test"][:2])
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -201,7 +197,7 @@ class ShapesStudy(Study):
         return prepare(config)
 
     def run(self, config, prepared=None, run_kind=tracking.RUN_KIND_SINGLE, on_epoch=None):
-        return run(config, prepared, run_kind, on_epoch)
+        return ShapesTrainer().run_training(config, prepared, run_kind, on_epoch)
 
     def count_params(self, config, prepared) -> int:
         return efficiency.count_params(build(config))

@@ -89,22 +89,48 @@ def _same(param_default, value) -> bool:
     return str(param_default) == str(value)
 
 
+# Settings that are deliberately not MLproject parameters of an entry point, with the reason.
+# (Settings declared with cli_flag=False are code-only knobs and never parameters.) The grid
+# entry points carry every setting of the grid itself and the base settings a grid is usually
+# varied by; any other base setting stays reachable through `python -m projects.<study> grid`.
+NOT_PARAMETERS: dict[str, str] = {}
+
+
+def _entry_settings(study, entry: str) -> tuple[dict, dict, set[str]]:
+    """(settings the entry point's command accepts, their defaults, those it must declare)."""
+    settings = {n: leaf for n, leaf in study.config_cls.settings().items() if leaf.cli}
+    defaults = {n: leaf.default for n, leaf in settings.items()}
+    required = set(settings)
+    if entry.endswith("_grid"):  # the grid's own settings, and its base config's
+        own = {n: leaf for n, leaf in cfg.leaf_map(study.grid_cls).items() if leaf.cli and n != "base"}
+        settings |= own
+        defaults |= {n: getattr(study.grid_cls(), n) for n in own}
+        required = set(own)
+    return settings, defaults, required - set(NOT_PARAMETERS)
+
+
 @pytest.mark.parametrize("study_name", ["mammography", "pathology"])
-def test_mlproject_parameters_are_config_settings_with_the_same_default(study_name):
+@pytest.mark.parametrize("suffix", ["", "_grid"])
+def test_mlproject_parameters_and_config_settings_match_both_ways(study_name, suffix):
+    """Every MLproject parameter is a setting with the same default, passed to the command; and
+    every setting is a parameter (or listed in NOT_PARAMETERS with its reason), so what a run
+    can be configured with is what `mlflow run` can reach."""
     study = get_study(study_name)
-    points = _mlproject()
-    for entry, kinds in ((study.name, (study.config_cls,)), (f"{study.name}_grid", (study.config_cls, study.grid_cls))):
-        settings = {}
-        for kind in kinds:
-            settings |= kind.settings() if issubclass(kind, cfg.Config) else cfg.leaf_map(kind)
-        defaults = {n: leaf.default for n, leaf in settings.items()}
-        if len(kinds) == 2:  # the grid's own settings, and its base config's
-            defaults |= {n: getattr(study.grid_cls(), n) for n in cfg.leaf_map(study.grid_cls) if n != "base"}
-        for name, spec in points[entry]["parameters"].items():
-            assert name in settings, f"MLproject {entry}: parameter {name} is not a setting of {kinds}"
-            assert _same(spec["default"], defaults[name]), \
-                f"MLproject {entry}: {name} defaults to {spec['default']!r}, the config to {defaults[name]!r}"
-            assert f"--{name.replace('_', '-')} {{{name}}}" in points[entry]["command"], f"{entry}: {name} not passed"
+    entry = study.name + suffix
+    point = _mlproject()[entry]
+    settings, defaults, required = _entry_settings(study, entry)
+    for name, spec in point["parameters"].items():
+        assert name in settings, f"MLproject {entry}: parameter {name} is not a setting of {study.name}"
+        assert _same(spec["default"], defaults[name]), \
+            f"MLproject {entry}: {name} defaults to {spec['default']!r}, the config to {defaults[name]!r}"
+        assert f"--{name.replace('_', '-')} {{{name}}}" in point["command"], f"{entry}: {name} not passed"
+    missing = sorted(required - set(point["parameters"]))
+    assert not missing, f"MLproject {entry}: settings that `mlflow run` cannot reach: {missing}"
+
+
+def test_every_exception_to_the_parameter_rule_is_a_setting():
+    known = {n for s in all_studies() for n in s.config_cls.settings()}
+    assert set(NOT_PARAMETERS) <= known, set(NOT_PARAMETERS) - known
 
 
 def _function_lengths(path: Path):
