@@ -98,9 +98,8 @@ def seed_from_runs(ctx: SearchContext) -> int:
     known = {config_key(t.params) for t in ctx.study.get_trials(deepcopy=False) if t.params}
     known_runs = {t.user_attrs.get(ATTR_RUN_ID) for t in ctx.study.get_trials(deepcopy=False)}
     added = 0
-    runs = client.search_runs(experiments, f"attributes.status = 'FINISHED' and tags.{tracking.TAG_STUDY} = "
-                                           f"'{ctx.plugin.name}'", max_results=5000)
-    for run in runs:
+    query = f"attributes.status = 'FINISHED' and tags.{tracking.TAG_STUDY} = '{ctx.plugin.name}'"
+    for run in _all_runs(client, experiments, query):
         if run.info.run_id in known_runs or run.data.tags.get(tracking.TAG_RUN_KIND) == "search_parent":
             continue
         values = _values(ctx, run.data.params, dists)
@@ -113,6 +112,18 @@ def seed_from_runs(ctx: SearchContext) -> int:
         known.add(config_key(values))
         added += 1
     return added
+
+
+def _all_runs(client: MlflowClient, experiments: list[str], query: str):
+    """Every matching run, page by page: one search capped at max_results (5,000 here once)
+    silently dropped the oldest runs of a store that had more."""
+    token = None
+    while True:
+        page = client.search_runs(experiments, query, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def enqueue_named(ctx: SearchContext, spec: str) -> int:
