@@ -52,6 +52,13 @@ def _template() -> dict:
     return json.loads(TEMPLATE.read_text())
 
 
+def _study():
+    """The study the template run belongs to (named by its tag, looked up, never named here)."""
+    from projects.core.study import get_study
+
+    return get_study(_template()["child"]["tags"]["study"])
+
+
 def _child_batch(tpl: dict, rng: random.Random, kind: str, extra_tags: dict[str, str]):
     from mlflow.entities import Metric, Param, RunTag
 
@@ -82,21 +89,24 @@ def fill(uri: str, n_runs: int, seed: int = 0, threads: int | None = None) -> di
     from mlflow.entities import LoggedModelOutput
     from mlflow.tracking import MlflowClient
 
-    tpl, client = _template(), MlflowClient(tracking_uri=uri, registry_uri=uri)
+    from projects.core import tracking
+
+    tpl, client, study = _template(), MlflowClient(tracking_uri=uri, registry_uri=uri), _study()
     started = time.perf_counter()
-    exp = {name: (client.get_experiment_by_name(name) or client.get_experiment(client.create_experiment(name)))
-           .experiment_id for name in ("pathology", "search")}
+    names = {"grid": study.experiment, "search": tracking.EXPERIMENTS["search"]}
+    exp = {key: (client.get_experiment_by_name(name) or client.get_experiment(client.create_experiment(name)))
+           .experiment_id for key, name in names.items()}
     n_trial_runs = int(n_runs * TRIAL_SHARE)
     searches = max(1, n_trial_runs // 50)
     grid_parents = max(1, (n_runs - n_trial_runs - searches) // (CHILDREN_PER_PARENT + 1))
     plan = []  # (experiment, parent tags, child kind, n children, extra child tags)
     for g in range(grid_parents):
-        plan.append((exp["pathology"], dict(tpl["parent"]["tags"], run_kind="grid_parent"), "grid_child",
+        plan.append((exp["grid"], dict(tpl["parent"]["tags"], run_kind="grid_parent"), "grid_child",
                      CHILDREN_PER_PARENT, {}))
     for s in range(searches):
         name = f"scale-search-{s}"
-        plan.append((exp["search"], {"study": "pathology", "task": "tumor", "run_kind": "search_parent",
-                                     "search_name": name}, "trial", n_trial_runs // searches, {"search_name": name}))
+        plan.append((exp["search"], {"study": study.name, "task": tpl["child"]["tags"]["task"],
+                                     "run_kind": "search_parent", "search_name": name}, "trial", n_trial_runs // searches, {"search_name": name}))
 
     def one_group(index: int) -> int:
         experiment, parent_tags, kind, n_children, extra = plan[index]
@@ -129,7 +139,8 @@ def fill(uri: str, n_runs: int, seed: int = 0, threads: int | None = None) -> di
 _MEASURE = """
 import resource, runpy, sys, time
 import projects, mlflow, pandas, plotly, torch
-import registry.promote, dashboards.build, projects.search.warm, projects.pathology
+import registry.promote, dashboards.build, projects.search.warm, benchmarks.store_scale
+benchmarks.store_scale._study()
 sys.argv = {argv!r}
 t0 = time.perf_counter()
 code = 0
@@ -157,16 +168,15 @@ def _policy_dir(tmp: Path) -> Path:
 
 
 def warm_start_once() -> int:
-    """seed_from_runs for a pathology search with the filled runs' training settings."""
+    """seed_from_runs for a search of the template's study with the filled runs' training settings."""
     import optuna
 
-    from projects.core.study import get_study
     from projects.search import context, warm
     from projects.search.settings import SearchSettings
 
-    params = _template()["child"]["params"]
-    base = get_study("pathology").config_cls.from_params(params)
-    settings = SearchSettings(study="pathology", base=base, n_trials=1, epochs=int(params["epochs"]),
+    params, study = _template()["child"]["params"], _study()
+    base = study.config_cls.from_params(params)
+    settings = SearchSettings(study=study.name, base=base, n_trials=1, epochs=int(params["epochs"]),
                               objectives=("accuracy",), space="arch=unet|elunet,filters=2:32,depth=3:5",
                               storage="", plots=False, settle_s=0.0)
     ctx = context.build_context(settings)
@@ -177,7 +187,8 @@ def warm_start_once() -> int:
 
 def measure(uri: str, what: str, tmp: Path, env_extra: dict[str, str] | None = None) -> dict[str, float]:
     calls = {
-        "promote": (["registry.promote", "--model", "pathology-tumor", "--dry-run", "true"],
+        "promote": (["registry.promote", "--model", _study().model_name(_template()["child"]["tags"]["task"]),
+                     "--dry-run", "true"],
                     "runpy.run_module('registry.promote', run_name='__main__')"),
         "dashboards": (["dashboards", "--no-log", "--out", str(tmp / "dash")],
                        "runpy.run_module('dashboards', run_name='__main__')"),
