@@ -75,9 +75,15 @@ def _objectives(ctx: SearchContext, run) -> list[float] | None:
     """The objective values the run would have returned as a trial (the kept epoch's)."""
     client, m = MlflowClient(), run.data.metrics
     best = int(m.get("best_epoch", 0) or 0)
+    # Epochs are logged as steps 1..epochs_run and the run's latest value is its highest step's:
+    # when the kept epoch is the last one that value is the answer, and no history request (one
+    # per run: 33 of 99 s at 1,000 runs) is needed.
+    kept_last = best > 0 and best == int(m.get("epochs_run", -1) or -1)
     values = []
     for obj in ctx.objectives:
-        if obj.per_epoch:
+        if obj.per_epoch and kept_last and obj.metric in m:
+            value = m[obj.metric]
+        elif obj.per_epoch:
             history = {h.step: h.value for h in client.get_metric_history(run.info.run_id, obj.metric)}
             value = history.get(best, history[max(history)] if history else None)
         else:
