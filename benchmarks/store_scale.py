@@ -19,9 +19,12 @@ Then, each in its own process (peak memory = that process's max RSS):
 Backends: SQLite (the laptop store, no server) and PostgreSQL behind the team server
 (scripts/team_server.sh). Growth 1k -> 10k is each time's ratio; 10x is linear.
 
-    python -m benchmarks --sections store_scale --quick true     # 1,000 runs, SQLite
-    python -m benchmarks --sections store_scale --quick false    # 1k and 10k, SQLite and PostgreSQL
-    python -m benchmarks.store_scale --runs 1000,10000 --backends sqlite,postgres --keep DIR
+    python -m benchmarks.store_scale --runs 1000 --backends sqlite             # ~10 minutes here
+    python -m benchmarks.store_scale --runs 1000,10000 --backends sqlite,postgres --json rows.json
+
+Not one of `python -m benchmarks`' default sections: a fill takes minutes (about 0.35 s per
+run on two busy cores), too long for the quick run every section makes in the test suite.
+`run(quick, ...)` has the section's interface for when it is wired in.
 """
 from __future__ import annotations
 
