@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,16 @@ FRONT_GRID = "Pareto front (grid)"
 FRONT_MARKER = dict(symbol="circle-open", size=16, color="#222", line=dict(width=1.5))
 
 
-def _fill(template: str, row: pd.Series) -> str:
+def _fill(template: str, row: Mapping) -> str:
     """A study's hover line: `{column}` replaced by the row's value, formatted and escaped."""
     return re.sub(r"\{(\w+)\}", lambda m: esc(fmt(row.get(m.group(1)))), template)
 
 
-def run_hover(row: pd.Series, study: str) -> str:
-    """Hover text: the run's settings and numbers, and its address in the MLflow UI."""
+def run_hover(row: Mapping, study: str) -> str:
+    """Hover text: the run's settings and numbers, and its address in the MLflow UI.
+
+    `row` is a plain dict (DataFrame.to_dict("records")), not a Series from iterrows: building
+    a Series per run cost ~10x the text itself, once per run per figure."""
     spec, metric = get_study(study).dashboard, dd.primary_metric(study)
     lines = [f"<b>{esc(row.get('arch', ''))}</b> · {esc(row.get('run_name', ''))}"]
     lines += [_fill(t, row) for t in spec.hover[:1]]
@@ -96,7 +99,7 @@ def tradeoff_figure(table: pd.DataFrame, study: str, paper: pd.DataFrame | None 
                 marker=dict(color=colour[arch], size=marker_sizes(rows[size_by], lo, hi) if size_by in rows else 12,
                             symbol=["diamond" if k == "trial" else "circle" for k in rows["run_kind"]],
                             line=dict(width=1, color="white"), opacity=0.9),
-                hovertext=[run_hover(r, study) for _, r in rows.iterrows()],
+                hovertext=[run_hover(r, study) for r in rows.to_dict("records")],
                 hovertemplate="%{hovertext}<extra></extra>", customdata=list(rows.get("url", [""] * len(rows)))),
                 row=1, col=j)
         front = dd.pareto_front(sub, cost, metric)
@@ -262,7 +265,7 @@ def overview_figure(info: dd.DashboardData) -> go.Figure | None:
             fig.add_trace(go.Scatter(
                 x=rows[tracking.M_PARAMS], y=rows[metric], mode="markers", name=arch, legendgroup=arch,
                 showlegend=arch not in shown, marker=dict(color=colour[arch], size=10, line=dict(width=1, color="white")),
-                hovertext=[run_hover(r, study) for _, r in rows.iterrows()],
+                hovertext=[run_hover(r, study) for r in rows.to_dict("records")],
                 hovertemplate="%{hovertext}<extra></extra>", customdata=list(rows["url"])), row=1, col=j)
             shown.add(arch)
         front = dd.pareto_front(sub, tracking.M_PARAMS, metric)
@@ -298,7 +301,7 @@ def trials_figure(search: dd.Search) -> go.Figure | None:
             continue
         rows = trials[mask]
         hover = [run_hover(r, search.study) + (f"<br>(last {val}: pruned before the test set)" if fv else "")
-                 for (_, r), fv in zip(rows.iterrows(), from_val[mask])]
+                 for r, fv in zip(rows.to_dict("records"), from_val[mask])]
         fig.add_trace(go.Scatter(
             x=x[mask], y=y[mask], mode="markers", name=f"trial {state.lower()}",
             marker=dict(size=10, color=state_colour.get(state, "#555"),

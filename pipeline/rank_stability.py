@@ -30,7 +30,7 @@ from projects.core.records import Budget, Record, RecordStore
 from projects.core.study import RealDataBlock, Study, all_studies
 
 RESULTS = runtime.REPO_ROOT / "benchmarks" / "RESULTS.md"
-SECTION = "## 10. Rank stability: how early a validation score ranks configurations"
+SECTION = "## 11. Rank stability: how early a validation score ranks configurations"
 RHO_MIN = 0.8  # "ranks like the final score": a pruner that keeps the top half then rarely drops the winner
 METRIC = "val_jaccard"
 

@@ -45,6 +45,8 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
     policy = policy or find_policy(name)
     client = client or MlflowClient()
     with contextlib.nullcontext() if dry_run else store.promotion_lock(name):
+        if not dry_run:
+            store.check_can_manage(client, name, policy)
         report = Promotion(client, policy, dry_run).run()
         moved = {v for d in report.decisions if d.before != d.after for v in (d.before, d.after) if v and v.isdigit()}
         if moved and not dry_run:  # a no-op promotion rewrites nothing, descriptions included
@@ -57,8 +59,12 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
 def promote_all(dry_run: bool = False, out: TextIO | None = None) -> str:
     """Every policy in registry/policies/; returns a one-line summary per model, joined by '; '."""
     tracking.setup_tracking()
-    reports = [promote_model(name, dry_run, policy=policy, out=out)
-               for name, policy in sorted(load_policies().items())]
+    policies = sorted(load_policies().items())
+    if not dry_run:  # all refused or none: no model promoted before another one is refused
+        client = MlflowClient()
+        for name, policy in policies:
+            store.check_can_manage(client, name, policy)
+    reports = [promote_model(name, dry_run, policy=policy, out=out) for name, policy in policies]
     return "; ".join(r.summary() for r in reports)
 
 
@@ -93,6 +99,8 @@ def rollback(name: str, alias: str, dry_run: bool = False, *, client: MlflowClie
     policy.alias(alias)  # an alias this policy maintains, or InputError
     client = client or MlflowClient()
     with contextlib.nullcontext() if dry_run else store.promotion_lock(name):
+        if not dry_run:
+            store.check_can_manage(client, name, policy)
         if store.registered_model(client, name) is None:
             raise InputError("--model", f"{name} is not registered yet (nothing to roll back)")
         holder = store.alias_holder(client, name, alias)

@@ -25,7 +25,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from projects.core import tracking
+from projects.core import access, tracking
 from projects.core.errors import InputError
 from projects.core.study import get_study
 from registry import gates as G
@@ -270,6 +270,32 @@ def ensure_registered_model(client: MlflowClient, name: str, policy: Policy | No
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+
+
+# --- permissions --------------------------------------------------------------------------------
+def check_can_manage(client: MlflowClient, name: str, policy: Policy) -> None:
+    """Refuse a promotion before it writes anything when the server would refuse its writes.
+
+    On a server with authentication (docs/team.md) moving an alias or tagging a version needs
+    MANAGE on the registered model (the `registry` role). A promotion writes holdout
+    evaluations, versions and audit tags before the alias, so a user without that permission
+    would leave those behind and then fail. The probe is a write the promotion makes anyway,
+    the model's `policy` tag rewritten with its own value: if the server accepts it, it
+    accepts the alias moves. A model not registered yet has nothing to probe; the team setup
+    (`python -m tools.team_users setup`) registers every policy's model, so that no user who
+    may merely create models ends up owning one.
+    """
+    model = registered_model(client, name)
+    if model is None:
+        return
+    value = (model.tags or {}).get(TAG_POLICY) or f"registry/policies/{policy.path.name}"
+    try:
+        client.set_registered_model_tag(name, TAG_POLICY, value)
+    except MlflowException as exc:
+        if access.is_refusal(exc):
+            raise InputError("--model", f"{name}: " + access.refusal_line(exc, "move its aliases")
+                             + "; nothing was changed") from None
+        raise
 
 
 # --- locking ------------------------------------------------------------------------------------

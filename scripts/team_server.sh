@@ -3,7 +3,7 @@
 # server from a folder, bound to 127.0.0.1 unless told otherwise. See docs/team.md.
 #
 #   scripts/team_server.sh start [--port 5000] [--workers 1] [--db URL] [--artifacts DIR]
-#                                [--host 127.0.0.1] [--home DIR] [--timeout 180]
+#                                [--host 127.0.0.1] [--home DIR] [--timeout 180] [--auth]
 #   scripts/team_server.sh stop   [--port 5000] [--home DIR]
 #   scripts/team_server.sh status [--port 5000] [--home DIR]
 #   scripts/team_server.sh create-db [--db URL] [--optuna-db URL]
@@ -20,6 +20,12 @@
 #   --host       MEDIMG_TEAM_HOST       127.0.0.1
 #   --jobs       MEDIMG_TEAM_JOBS=true  also start MLflow's GenAI job runner (7 more processes,
 #                                       ~0.8 GB; this platform uses none of its jobs)
+#   --auth       MEDIMG_TEAM_AUTH=true  MLflow's basic-auth app: every request needs a user
+#                                       (users and roles: python -m tools.team_users)
+#   --auth-db    MEDIMG_TEAM_AUTH_DB    users and permissions; default <db name>_auth on the
+#                                       same PostgreSQL, or <home>/auth-<port>.db for SQLite
+#   admin password (first start on a new --auth-db only): MLFLOW_AUTH_ADMIN_PASSWORD, or the
+#                file named by MEDIMG_TEAM_ADMIN_PASSWORD_FILE; never an option
 #
 # Passwords: do not put them in --db (URLs end up in process listings and logs); libpq reads
 # PGPASSWORD or ~/.pgpass. `start` prints the URI to export and the Optuna storage URL.
@@ -44,6 +50,8 @@ ARTIFACTS="${MEDIMG_TEAM_ARTIFACTS:-}"
 TIMEOUT=180
 CREATE_DB=1
 JOBS="${MEDIMG_TEAM_JOBS:-false}"
+AUTH="${MEDIMG_TEAM_AUTH:-false}"
+AUTH_DB="${MEDIMG_TEAM_AUTH_DB:-}"
 
 die() { echo "error: $*" >&2; exit 2; }
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
@@ -59,7 +67,10 @@ while [[ $# -gt 0 ]]; do
     --timeout) need "$@"; TIMEOUT="$2"; shift 2 ;;
     --no-create-db) CREATE_DB=0; shift ;;
     --jobs) JOBS=true; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --auth) AUTH=true; shift ;;
+    --auth-db) need "$@"; AUTH_DB="$2"; shift 2 ;;
+    --admin-password|--password) die "$1: a password on the command line shows up in process listings; set MLFLOW_AUTH_ADMIN_PASSWORD or MEDIMG_TEAM_ADMIN_PASSWORD_FILE" ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -68,6 +79,7 @@ done
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout: expected seconds, got '$TIMEOUT'"
 ARTIFACTS="${ARTIFACTS:-$HOME_DIR/artifacts}"
 PIDFILE="$HOME_DIR/server-$PORT.pid"
+AUTH_INI="$HOME_DIR/auth-$PORT.ini"
 LOGFILE="$HOME_DIR/server-$PORT.log"
 
 # SQLAlchemy knows postgresql:// (its default driver, psycopg 3, is installed), not the
@@ -158,10 +170,58 @@ EOF
   done
 }
 
+default_auth_db() {  # beside the backend store: <name>_auth on the same PostgreSQL, else a file
+  case "$DB" in
+    postgresql*|postgres:*) local base="${DB%%\?*}" query=""
+                            [[ "$DB" == *\?* ]] && query="?${DB#*\?}"
+                            echo "${base}_auth${query}" ;;
+    *) echo "sqlite:///$HOME_DIR/auth-$PORT.db" ;;
+  esac
+}
+
 server_cmd() {
   SERVER_CMD=("$MLFLOW" server --backend-store-uri "$(sqlalchemy_url "$DB")"
               --artifacts-destination "$ARTIFACTS" --serve-artifacts
               --host "$HOST" --port "$PORT" --workers "$WORKERS")
+  if [[ "$AUTH" == true ]]; then SERVER_CMD+=(--app-name basic-auth); fi
+}
+
+# The basic-auth app reads its settings from an ini file (MLFLOW_AUTH_CONFIG_PATH). The admin
+# password never goes there nor on a command line: MLflow reads MLFLOW_AUTH_ADMIN_PASSWORD from
+# the server's environment (only the server's owner can read /proc/<pid>/environ), and only to
+# create the admin user on the first start against an empty user store.
+write_auth_config() {
+  local auth_db="${AUTH_DB:-$(default_auth_db)}"
+  if [[ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" && -n "${MEDIMG_TEAM_ADMIN_PASSWORD_FILE:-}" ]]; then
+    [[ -r "$MEDIMG_TEAM_ADMIN_PASSWORD_FILE" ]] || die "MEDIMG_TEAM_ADMIN_PASSWORD_FILE: cannot read $MEDIMG_TEAM_ADMIN_PASSWORD_FILE"
+    MLFLOW_AUTH_ADMIN_PASSWORD="$(head -n 1 "$MEDIMG_TEAM_ADMIN_PASSWORD_FILE")"
+    export MLFLOW_AUTH_ADMIN_PASSWORD
+  fi
+  if [[ "$CREATE_DB" == 1 ]]; then create_db "$auth_db"; fi
+  (umask 077; cat >"$AUTH_INI" <<EOF
+[mlflow]
+# Written by scripts/team_server.sh --auth. Everyone signed in may read; writes need a role
+# (python -m tools.team_users). No password in this file.
+default_permission = READ
+database_uri = $(sqlalchemy_url "$auth_db")
+admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Without this cache every request hashes the password again (PBKDF2): the 4-worker load test
+# with a server restart made 4 runs in 87 s (load ~15 on 2 cores); with it, 68 runs in 42 s
+# (load ~9; tests/integration/test_scaleout.py, not side by side). A changed or deleted password
+# is seen at once by the worker that changed it, by other workers within this many seconds.
+auth_cache_ttl_seconds = 60
+EOF
+  )
+  export MLFLOW_AUTH_CONFIG_PATH="$AUTH_INI"
+  # The auth app signs its CSRF tokens with this key; every worker and restart must share it,
+  # so it is made once and kept (owner-only) beside the pid file unless the environment has one.
+  if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then
+    local keyfile="$HOME_DIR/flask-secret-$PORT"
+    [[ -s "$keyfile" ]] || (umask 077; "$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$keyfile")
+    MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat "$keyfile")"
+    export MLFLOW_FLASK_SERVER_SECRET_KEY
+  fi
 }
 
 print_env() {
@@ -207,7 +267,7 @@ stop_server() {
 
 start_server() {
     [[ -n "$MLFLOW" ]] || die "mlflow not found (run make install)"
-    if ! is_loopback "$HOST"; then
+    if ! is_loopback "$HOST" && [[ "$AUTH" != true ]]; then
       echo "warning: binding to $HOST exposes the server beyond this machine; it has no" \
            "authentication. Restrict clients with a firewall and --allowed-hosts (docs/team.md)." >&2
     fi
@@ -223,6 +283,7 @@ start_server() {
     mkdir -p "$HOME_DIR" "$ARTIFACTS"
     [[ -w "$ARTIFACTS" ]] || die "--artifacts: $ARTIFACTS is not writable"
     if [[ "$CREATE_DB" == 1 ]]; then create_db "$DB" "${OPTUNA_DB:-$(default_optuna_db "$DB")}"; fi
+    if [[ "$AUTH" == true ]]; then write_auth_config; fi
     server_cmd
     echo "starting: $(masked "${SERVER_CMD[*]}")" >"$LOGFILE"
     export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="$JOBS"
@@ -238,6 +299,11 @@ start_server() {
     echo "  backend store: $(masked "$DB")"
     echo "  artifacts:     $ARTIFACTS"
     echo "  log:           $LOGFILE"
+    if [[ "$AUTH" == true ]]; then
+      echo "  authentication: basic-auth, users in $(masked "${AUTH_DB:-$(default_auth_db)}")"
+      echo "# clients: export MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<password>"
+      echo "# users:   python -m tools.team_users add <user> --role trainer|registry|reader"
+    fi
     print_env
 }
 

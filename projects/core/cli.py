@@ -96,7 +96,9 @@ def _tell_launcher(line: str) -> None:
 
 def entry_point(func: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
     """Bad input -> one line on stderr and exit code 2; an unwritable or full store -> one line
-    and exit code 1. Either way the run was already marked FAILED."""
+    and exit code 1. Either way the run was already marked FAILED. A tracking server that
+    refuses a request (no or wrong user, a missing permission) -> one line naming the
+    permission, exit code 2."""
 
     @functools.wraps(func)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -111,5 +113,12 @@ def entry_point(func: Callable[[list[str] | None], int | None]) -> Callable[[lis
                 raise
             print(environment_error_line(exc), file=sys.stderr)
             return 1
+        except Exception as exc:  # noqa: BLE001 (only a server's refusal is handled; the rest re-raised)
+            from projects.core import access  # imports mlflow: not at module level, cli is imported first
+
+            if not access.is_refusal(exc):
+                raise
+            print(f"error: {access.refusal_line(exc)}", file=sys.stderr)
+            return 2
 
     return wrapper

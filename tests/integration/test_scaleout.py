@@ -55,9 +55,20 @@ def _db_url(name: str, password: str = "") -> str:
 @pytest.fixture(scope="module")
 def pg_databases():
     """(mlflow database URL, Optuna database URL): this module's own, dropped afterwards."""
+    yield from _databases()
+
+
+@pytest.fixture(scope="module")
+def auth_pg_databases():
+    """A second pair, for the server with authentication (its own users database beside)."""
+    yield from _databases()
+
+
+def _databases():
     conn = _admin_connection()
     base = f"medimg_scaleout_{uuid.uuid4().hex[:10]}"
     names = [base, base + "_optuna"]  # the script's convention: <name>_optuna beside it
+    made_by_the_script = [base + "_auth"]  # `start --auth`: the users, <name>_auth
     try:
         with conn.cursor() as cur:
             for name in names:
@@ -69,7 +80,7 @@ def pg_databases():
         yield _db_url(names[0]), _db_url(names[1])
     finally:
         with conn.cursor() as cur:
-            for name in names:
+            for name in names + made_by_the_script:
                 cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
 
@@ -83,19 +94,22 @@ def _free_port() -> int:
 class TeamServer:
     """scripts/team_server.sh driven from a test: start, crash (SIGKILL), start again, stop."""
 
-    def __init__(self, db: str, home: Path, workers: int = 1):
-        self.db, self.home, self.workers = db, home, workers
+    def __init__(self, db: str, home: Path, workers: int = 1, auth: bool = False):
+        self.db, self.home, self.workers, self.auth = db, home, workers, auth
         self.port = _free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.artifacts = home / "artifacts"
 
-    def script(self, command: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def script(self, command: str, *extra: str, timeout: float = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         args = [str(SCRIPT), command, "--port", str(self.port), "--home", str(self.home),
                 "--db", self.db, "--workers", str(self.workers), "--artifacts", str(self.artifacts), *extra]
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
-    def start(self) -> str:
-        done = self.script("start", "--timeout", "240")
+    def start(self, env: dict[str, str] | None = None) -> str:
+        """`env`: the admin password's variable on the first start with --auth (later starts
+        find the admin in the user store)."""
+        done = self.script("start", "--timeout", "240", *(["--auth"] if self.auth else []), env=env)
         assert done.returncode == 0, done.stdout + done.stderr + self.log()
         return done.stdout
 
@@ -126,6 +140,28 @@ def team_server(pg_databases, tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def auth_team_server(auth_pg_databases, tmp_path_factory):
+    """`start --auth` (admin password from the environment), with a trainer made by
+    tools.team_users; `server.client_env` signs clients in as that trainer."""
+    import secrets
+
+    server = TeamServer(auth_pg_databases[0], tmp_path_factory.mktemp("team-auth"), auth=True)
+    admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "Adm-" + secrets.token_hex(8)}
+    server.start(env={"MLFLOW_AUTH_ADMIN_PASSWORD": admin["MLFLOW_TRACKING_PASSWORD"]})
+    trainer = {"MLFLOW_TRACKING_USERNAME": "loadtester", "MLFLOW_TRACKING_PASSWORD": "Tr-" + secrets.token_hex(8)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "tools.team_users", "add", "loadtester", "--role", "trainer"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env=_env(server.uri, **admin, MEDIMG_USER_PASSWORD=trainer["MLFLOW_TRACKING_PASSWORD"]))
+        assert done.returncode == 0, done.stdout + done.stderr
+        server.client_env = trainer
+        server.optuna = auth_pg_databases[1]
+        yield server
+    finally:
+        server.stop()
+
+
 def _env(uri: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_REGISTRY_URI"):
@@ -137,15 +173,25 @@ def _env(uri: str, **extra: str) -> dict[str, str]:
 # --- the Done-when test ---------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_four_workers_lose_nothing_when_the_server_is_killed_and_restarted(team_server, pg_databases, tmp_path):
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "auth"])
+def test_four_workers_lose_nothing_when_the_server_is_killed_and_restarted(auth, request, tmp_path, monkeypatch):
     """4 worker processes log runs (10 metric steps, params, an artifact) and Optuna trials on
     the same PostgreSQL; the server is SIGKILLed mid-run and started again. Every run, metric
-    step, artifact and trial must be there exactly once, and runs must have spanned the outage."""
+    step, artifact and trial must be there exactly once, and runs must have spanned the outage.
+    With `auth`, the server runs MLflow's basic-auth app and every client signs in as a trainer."""
+    if auth:
+        team_server = request.getfixturevalue("auth_team_server")
+        optuna, signed_in = team_server.optuna, team_server.client_env
+        for key, value in signed_in.items():  # the verifier reads through this process's client
+            monkeypatch.setenv(key, value)
+    else:
+        team_server = request.getfixturevalue("team_server")
+        optuna, signed_in = request.getfixturevalue("pg_databases")[1], {}
     # 40 s: the restart takes 10-20 s on a busy machine, and runs must also start after it
     settings = LT.LoadSettings(tracking_uri=team_server.uri, workers=4, seconds=40, steps=10,
-                               optuna_storage=pg_databases[1], out_dir=str(tmp_path / "load"))
+                               optuna_storage=optuna, out_dir=str(tmp_path / "load"))
     # Default MLflow retry policy (7 retries, backoff factor 2: ~4 minutes) rides out a restart.
-    lt = LT.LoadTest(settings, env=_env(team_server.uri))
+    lt = LT.LoadTest(settings, env=_env(team_server.uri, **signed_in))
     try:
         lt.start()
         time.sleep(5)
@@ -322,6 +368,11 @@ def test_team_server_script_binds_loopback_and_prints_no_password():
     assert uri.stdout.splitlines()[0] == "export MLFLOW_TRACKING_URI=http://127.0.0.1:5123"
     assert "--storage postgresql://alice:***@127.0.0.1:5432/medimg_optuna" in uri.stdout
     assert "hunter2" not in uri.stdout
+    auth = _script("command", "--auth", "--port", "5123").stdout.split()
+    assert auth[auth.index("--app-name") + 1] == "basic-auth"
+    assert "--app-name" not in cmd
+    refused = _script("start", "--auth", "--admin-password", "hunter2")  # never on a command line
+    assert refused.returncode == 2 and "MLFLOW_AUTH_ADMIN_PASSWORD" in refused.stderr and "hunter2" not in refused.stderr
     for bad, problem in ((["--port", "http"], "--port"), (["--workers", "0"], "--workers"), (["--bogus"], "unknown option")):
         done = _script("command", *bad)
         assert done.returncode == 2 and done.stderr.startswith("error: ") and problem in done.stderr, done.stderr
