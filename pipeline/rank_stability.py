@@ -12,7 +12,7 @@ validation curve); the table is computed from the records alone:
 For each epoch k: Spearman's rho between the configurations' val_jaccard at epoch k and at the
 last epoch (every configuration trains the same number of epochs, no early stopping), with a
 95% bootstrap interval over configurations, and whether the final winner is in epoch k's top
-quarter. The minimum resource is the first k whose rho is at least RHO_MIN.
+quarter. The minimum resource is the first k from which rho stays at least RHO_MIN.
 """
 from __future__ import annotations
 
@@ -80,8 +80,13 @@ def stability(table: pd.DataFrame, seed: int = 0, resamples: int = 1000) -> pd.D
 
 
 def min_resource(table: pd.DataFrame) -> int | None:
-    ok = table[table["rho"] >= RHO_MIN]
-    return int(ok["epoch"].iloc[0]) if len(ok) else None
+    """The first epoch from which rho stays >= RHO_MIN (a single early epoch above it, followed
+    by a dip, is luck: measured on the embedded tiles, rho 0.84 at epoch 5 and 0.67 at 7)."""
+    above = (table["rho"] >= RHO_MIN).to_numpy()
+    for i in range(len(above)):
+        if above[i:].all():
+            return int(table["epoch"].iloc[i])
+    return None
 
 
 def describe(block: RealDataBlock) -> str:
@@ -97,7 +102,7 @@ def section(root: Path, data_root: Path = Path("data")) -> str:
     lines = [SECTION, "",
              f"Spearman's rho between each configuration's `{METRIC}` after k epochs and after the last, over "
              "configurations trained the same number of epochs without early stopping (95% bootstrap interval "
-             f"over configurations). The minimum resource is the first k with rho >= {RHO_MIN}: a pruner that "
+             f"over configurations). The minimum resource is the first k from which rho stays >= {RHO_MIN}: a pruner that "
              "judges trials earlier throws away models that would have ranked high. Rendered from the records "
              "under `results/records/<block>/` by `python -m pipeline.rank_stability --render`.", ""]
     for name, (study, block) in rank_blocks(data_root.resolve()).items():
@@ -115,7 +120,7 @@ def section(root: Path, data_root: Path = Path("data")) -> str:
                   "| epoch k | rho(k, last) [95% CI] | last epoch's winner in epoch k's top quarter |", "|---|---|---|"]
         lines += [f"| {int(r.epoch)} | {r.rho:.2f} [{r.rho_low:.2f}, {r.rho_high:.2f}] | "
                   f"{'yes' if r.winner_in_top_quarter else 'no'} |" for r in result.itertuples()]
-        lines += ["", f"Minimum resource: **{k} epoch{'s' if k != 1 else ''}** (the first k with rho >= {RHO_MIN})."
+        lines += ["", f"Minimum resource: **{k} epoch{'s' if k != 1 else ''}** (the first k from which rho stays >= {RHO_MIN})."
                   if k is not None and k < table.shape[1] else
                   f"No epoch before the last reaches rho >= {RHO_MIN}: do not prune this space early.", ""]
     return "\n".join(lines)
