@@ -32,13 +32,13 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 from mlflow.exceptions import MlflowException
-from mlflow.server.auth.client import AuthServiceClient
+from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
-from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 
-from projects.core import cli, tracking
+from projects.core import cli, private_api, tracking
 from projects.core.errors import InputError
 from registry.policy import load_policies
 from registry.store import ensure_registered_model
@@ -53,23 +53,30 @@ ROLES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 ROLE_PREFIX = "medimg-"  # role names on the server: medimg-trainer, ...
 
 
-def _auth_client() -> AuthServiceClient:
+def _workspace() -> str:
+    """MLflow's default workspace, which roles belong to; its name is only in an internal module."""
+    return private_api.private_attr("mlflow.utils.workspace_utils", "DEFAULT_WORKSPACE_NAME", dist="mlflow",
+                                    reason="roles are created in a workspace and MLflow exports no name for the "
+                                           "default one", waits_for="a public constant for the default workspace")
+
+
+def _auth_client() -> Any:
     uri = tracking.setup_tracking()
     if not uri.startswith(("http://", "https://")):
         raise InputError("MLFLOW_TRACKING_URI", f"{uri} is not a tracking server (http://...)")
     if not os.environ.get("MLFLOW_TRACKING_USERNAME") or not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
         raise InputError("MLFLOW_TRACKING_USERNAME", "set it and MLFLOW_TRACKING_PASSWORD to the admin's "
                                                      "credentials (the environment, never the command line)")
-    return AuthServiceClient(uri)
+    return get_app_client("basic-auth", tracking_uri=uri)  # MLflow's documented door to the auth API
 
 
-def ensure_roles(client: AuthServiceClient) -> dict[str, int]:
+def ensure_roles(client: Any) -> dict[str, int]:
     """Each role on the server with exactly its permissions; returns role name -> id."""
-    existing = {r.name: r for r in client.list_roles(DEFAULT_WORKSPACE_NAME)}
+    existing = {r.name: r for r in client.list_roles(_workspace())}
     ids = {}
     for role, (description, grants) in ROLES.items():
         name = ROLE_PREFIX + role
-        found = existing.get(name) or client.create_role(DEFAULT_WORKSPACE_NAME, name, description)
+        found = existing.get(name) or client.create_role(_workspace(), name, description)
         have = {(p.resource_type, p.resource_pattern, p.permission) for p in client.list_role_permissions(found.id)}
         for resource_type, permission in grants:
             if (resource_type, "*", permission) not in have:
@@ -108,7 +115,7 @@ def new_password(password_file: str | None) -> str:
     return password
 
 
-def add_user(client: AuthServiceClient, username: str, role: str, password: str) -> None:
+def add_user(client: Any, username: str, role: str, password: str) -> None:
     ids = ensure_roles(client)
     try:
         client.create_user(username, password)

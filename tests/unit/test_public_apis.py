@@ -22,7 +22,10 @@ PUBLIC = {
     "mlflow": {"mlflow", "mlflow.tracking", "mlflow.client", "mlflow.entities", "mlflow.entities.model_registry",
                "mlflow.exceptions", "mlflow.models", "mlflow.pytorch", "mlflow.pyfunc", "mlflow.artifacts",
                "mlflow.data", "mlflow.projects", "mlflow.environment_variables", "mlflow.config",
-               "mlflow.onnx", "mlflow.deployments", "mlflow.metrics"},
+               "mlflow.onnx", "mlflow.deployments", "mlflow.metrics",
+               # documented: mlflow.types (ColSpec, Schema, ParamSpec; mlflow.types.schema.Array) and
+               # mlflow.server.get_app_client, the door to the basic-auth app's client
+               "mlflow.types", "mlflow.types.schema", "mlflow.server"},
     "optuna": {"optuna", "optuna.trial", "optuna.study", "optuna.storages", "optuna.storages.journal",
                "optuna.samplers", "optuna.pruners", "optuna.distributions", "optuna.visualization",
                "optuna.exceptions", "optuna.importance", "optuna.logging", "optuna.artifacts"},
