@@ -251,8 +251,8 @@ def _save(path: Path, epoch: int, model: nn.Module, optimizer, schedule, scaler,
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "schedule": schedule.state_dict() if schedule is not None else None,
              "scaler": scaler.state_dict() if hasattr(scaler, "state_dict") else None,
-             "best": (best.score, best.epoch, best.metrics, best.state), "bad_epochs": bad_epochs,
-             "history": history, "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state()),
+             "best": (float(best.score), best.epoch, _floats(best.metrics), best.state), "bad_epochs": bad_epochs,
+             "history": [_floats(h) for h in history], "rng": (random.getstate(), _numpy_rng(), torch.get_rng_state()),
              "loader_rng": loader.generator.get_state() if getattr(loader, "generator", None) is not None else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -260,10 +260,21 @@ def _save(path: Path, epoch: int, model: nn.Module, optimizer, schedule, scaler,
     os.replace(tmp, path)  # atomic: a kill while saving leaves the previous epoch's state
 
 
+def _floats(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _numpy_rng() -> tuple:
+    """numpy's generator state with its key array as a tensor (what weights_only loading accepts)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
 def _restore(path: Path, model: nn.Module, optimizer, schedule, scaler, best: _Best,
              loader: DataLoader) -> tuple[int, int, list[dict[str, float]]]:
     """Loads a checkpoint into the objects fit made; returns (next epoch, bad epochs, history)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by _save
+    # weights_only: tensors and plain Python values only, so a checkpoint cannot run code when loaded
+    state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if schedule is not None and state["schedule"] is not None:
@@ -272,7 +283,8 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule, scaler, best: _B
         scaler.load_state_dict(state["scaler"])
     best.score, best.epoch, best.metrics, best.state = state["best"]
     random.setstate(state["rng"][0])
-    np.random.set_state(state["rng"][1])
+    name, keys, *rest = state["rng"][1]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["rng"][2])
     if state["loader_rng"] is not None and getattr(loader, "generator", None) is not None:
         loader.generator.set_state(state["loader_rng"])
