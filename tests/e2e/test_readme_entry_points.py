@@ -35,6 +35,8 @@ NOT_RUN: list[tuple[str, str]] = [
                   "on a folder of images)"),
     (r"--backend kubernetes", "needs a Kubernetes cluster (docs/team.md)"),
     (r"postgresql://|--tracking-uri http", "needs a shared database or tracking server (docs/team.md)"),
+    (r"tools\.team_users|# as alice", "needs the authenticated team server the same code block starts "
+                                     "(tests/integration/test_team_auth.py runs these against one)"),
     (r"^make (demo|test|test-fast|install|lock)\b", "installs the environment or runs the test suite itself"),
     (r"^make (ui|optuna-dashboard)\b", "a server that runs until stopped (the UI is tested below on this store)"),
 ]
