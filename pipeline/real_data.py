@@ -204,8 +204,9 @@ def provenance(recs: list[Record]) -> str:
     span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "?"
     return (f"{len(recs)} trained models, {hours:.1f} h of wall time, measured {span} on {'; '.join(cpus)} "
             f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '?'}"
-            + (f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f} (CPU times are only as good as the "
-               "machine was idle)." if loads else "."))
+            + (f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f} when units started and ended (CPU "
+               "times are only as good as the machine was idle; between those moments it may have been busier)."
+               if loads else "."))
 
 
 def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None) -> str:
@@ -249,10 +250,14 @@ def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "")
     return "\n".join(HEADER + body + ([registry] if registry else []))
 
 
+LEGACY = "*Kept from an earlier page: "
+
+
 def _legacy(section: str, why: str) -> str:
+    """The section with one note saying why it was kept (an older note is replaced)."""
     head, _, rest = section.partition("\n")
-    note = f"*Kept from an earlier page: {why}.*"
-    return section if note in section else f"{head}\n\n{note}\n{rest}"
+    rest = "\n".join(line for line in rest.split("\n") if not line.startswith(LEGACY)).lstrip("\n")
+    return f"{head}\n\n{LEGACY}{why}.*\n\n{rest}"
 
 
 def sections(text: str) -> dict[str, str]:

@@ -135,7 +135,9 @@ def commit() -> str:
                               timeout=30).stdout.strip()
     try:
         head = git("rev-parse", "--short=12", "HEAD")
-        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "") if head else ""
+        # the measurement's own outputs (results/: pages and records) do not make the code dirty
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        return head + ("+dirty" if dirty else "") if head else ""
     except (OSError, subprocess.SubprocessError):
         return ""
 

@@ -34,7 +34,7 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     assert "Not measured yet" in got["mias-roi"]
     monuseg = got["monuseg"]
     assert "2 trained models, 1.0 h" in monuseg and "aaa111, bbb222" in monuseg and "2 of the block's 3" in monuseg
-    assert "load average 1.0-2.5" in monuseg
+    assert "load average 1.0-2.5 when units started and ended" in monuseg
     rows = {r.split("|")[1].strip() + r.split("|")[2].strip(): r.split("|") for r in monuseg.splitlines()
             if r.startswith("| elunet") or r.startswith("| unet")}
     assert rows["elunet4"][5].strip() == "0.612 [0.582, 0.632]"  # holdout Jaccard with its interval
