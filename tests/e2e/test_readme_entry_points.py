@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from conftest import _session_cache, running_runs
 
 REPO = Path(__file__).resolve().parents[2]
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = re.compile(r"^(mlflow run|python -m|make)\b")
 
