@@ -42,8 +42,14 @@ NOT_IN_KEY = ("data", "progress")
 REGISTRY = "registry"  # the record of the last promotion (records/registry/last.json)
 
 
+# Settings added after records were written, at the value that changes nothing: left out of
+# the settings (and so the key) so that the records made before them keep naming their units.
+NEUTRAL_LATER = {"downsample": 1}
+
+
 def unit_settings(config) -> dict:
-    return {k: v for k, v in config.flat().items() if k not in NOT_IN_KEY}
+    return {k: v for k, v in config.flat().items()
+            if k not in NOT_IN_KEY and not (k in NEUTRAL_LATER and v == NEUTRAL_LATER[k])}
 
 
 def checkpoint_dir() -> Path:

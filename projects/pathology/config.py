@@ -18,6 +18,9 @@ class PathologyData(Section):
     data: str = setting("embedded", "'embedded' or a PAIP 2023 / images+masks folder")
     mpp: float = setting(0.0, "keep only tiles at this microns-per-pixel (the paper: 0.25); 0 = all", min=0)
     tile_size: int = setting(256, "tile size in px (each source image is cut into tiles)")
+    downsample: int = setting(1, "shrink every source image and mask by this integer factor before tiling "
+                                 "(1 = native resolution; 2 halves each side, so a 128-px tile sees what a "
+                                 "256-px tile sees at 1, at a quarter of the compute)", min=1)
     equalization: str = setting("hist", "hist (the paper) | clahe | none")
     augment_flips: bool = setting(True, "x4 flips of the training tiles (original, vertical, horizontal, both)")
     test_count: int = setting(0, "source images held out for test (the paper: 10 of 46); 0 = use test_fraction",

@@ -29,10 +29,19 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
 # Rank stability (pipeline/rank_stability.py): every configuration the same epochs, no early
 # stopping, curves only (no logged model, no ONNX timing).
 RANK_EPOCHS = 10
+RANK_FIXED = dict(epochs=RANK_EPOCHS, patience=0, cpu_predict_n=8, onnx_timing=False, log_model=False,
+                  progress=False)
 RANK_SPACES = {
     # the embedded PAIP-format set at the main job's quick size: 16 configurations
     "rank-embedded": (dict(data="embedded", embedded_images=16, embedded_size=256, tile_size=64, batch_size=8),
                       {"arch": ["unet", "elunet"], "depth": [3, 4], "filters": [4, 8], "lr": [1e-3, 3e-3]}),
+    # Real tissue at a size this machine can grid once (issue 27): MoNuSeg shrunk 4x (a 64-px
+    # tile sees what Table V's 256-px tile sees), 36 configurations, each timed on the paper's
+    # 57 tiles. The same records are the grid the search is compared with
+    # (pipeline/search_vs_grid.py), so the grid is paid once.
+    "rank-monuseg": (dict(data="monuseg", downsample=4, tile_size=64, batch_size=16, cpu_predict_n=57),
+                     {"arch": ["unet", "elunet"], "depth": [3, 4], "filters": [4, 8, 16],
+                      "lr": [3e-4, 1e-3, 3e-3]}),
 }
 
 
@@ -40,12 +49,13 @@ def rank_blocks(root: Path) -> list[RealDataBlock]:
     out = []
     for name, (base, space) in RANK_SPACES.items():
         grids = []
+        data = {"data": str(root / base["data"])} if base["data"] != "embedded" else {}
         for values in itertools.product(*space.values()):
-            cfg = base | dict(zip(space, values)) | dict(epochs=RANK_EPOCHS, patience=0, cpu_predict_n=8,
-                                                         onnx_timing=False, log_model=False, progress=False)
+            cfg = RANK_FIXED | base | data | dict(zip(space, values))
             grids.append(PathologyGridConfig(base=PathologyConfig.of(**cfg),
                                              cells=[(cfg["arch"], cfg["filters"], cfg["depth"])]))
-        out.append(RealDataBlock(name, grids, ("jaccard",), lambda rows: [], source=None))
+        source = root / base["data"] if data else None
+        out.append(RealDataBlock(name, grids, ("jaccard",), lambda rows: [], source=source))
     return out
 
 

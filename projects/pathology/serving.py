@@ -89,8 +89,16 @@ class TumourMaskModel(serving.ImageModel):
         return probability_module(build_model(config["arch"], int(config["filters"]), int(config["depth"]),
                                               upsample=config.get("upsample", "bilinear")))
 
-    def probability(self, image: np.ndarray, batch: int = 16) -> np.ndarray:
-        """HxW float32 tumour probability of an RGB image."""
+    def probability(self, image: np.ndarray, batch: int = 16, factor: int | None = None) -> np.ndarray:
+        """HxW float32 tumour probability of an RGB image (at the image's own size: a model
+        trained on shrunk images sees the image shrunk alike, and its map is scaled back)."""
+        factor = int(self.config.get("downsample", 1)) if factor is None else factor  # older models: 1
+        if factor > 1:
+            full = image.shape[:2]
+            small = cv2.resize(image, (max(1, round(full[1] / factor)), max(1, round(full[0] / factor))),
+                               interpolation=cv2.INTER_AREA)
+            return cv2.resize(self.probability(small, batch, factor=1), (full[1], full[0]),
+                              interpolation=cv2.INTER_LINEAR)
         tile = int(self.config["tile_size"])
         tiles, origins = image_tiles(image, tile, self.config["equalization"])
         probs = np.concatenate([self.network(tiles_batch(tiles[i:i + batch]))[:, 0]
@@ -137,6 +145,7 @@ def log_tumour_model(network: nn.Module, config, example_tiles: np.ndarray) -> N
     """Log the run's registry candidate: `network` (logits) as a TumourMaskModel."""
     settings = {"arch": config.arch, "filters": int(config.filters), "depth": int(config.depth),
                 "upsample": config.upsample, "tile_size": int(config.tile_size),
+                "downsample": int(config.downsample),
                 "equalization": config.equalization, "threshold": float(config.threshold)}
     example = pd.DataFrame({"image": [serving.encode_png(np.ascontiguousarray(example_tiles[0][:48, :48]))]})
     facts = serving.run_facts()

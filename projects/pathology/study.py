@@ -121,7 +121,8 @@ def prepare_data(config: PathologyConfig) -> PreparedTiles:
                                          test_fraction=config.test_fraction,
                                          val_fraction=config.val_fraction, seed=config.seed)
     pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
-                                          augment_flips=config.augment_flips, mpp=config.mpp or None)
+                                          augment_flips=config.augment_flips, mpp=config.mpp or None,
+                                          downsample=config.downsample)
     prepared = preprocess.prepare(pool, assignment, pre_cfg, runtime.cache_dir() / "pathology")
     if held:  # a bad holdout image fails here too, before any run (and its tiles are cached)
         _holdout_tiles(samples, held, config)
@@ -147,7 +148,8 @@ def holdout_data(config: PathologyConfig) -> HoldoutData | None:
 
 def _holdout_tiles(samples, held: set[str], config: PathologyConfig) -> dict:
     pre_cfg = preprocess.PreprocessConfig(tile_size=config.tile_size, equalization=config.equalization,
-                                          augment_flips=False, mpp=config.mpp or None)
+                                          augment_flips=False, mpp=config.mpp or None,
+                                          downsample=config.downsample)
     chosen = [s for s in samples if s.id in held]
     return preprocess.prepare(chosen, {s.id: "test" for s in chosen}, pre_cfg,
                               runtime.cache_dir() / "pathology").arrays["test"]
