@@ -134,14 +134,14 @@ def records_line(recs: list[Record], used: int, expected: int) -> str:
             f"{sum(r.wall_s for r in recs) / 60:.0f} min of training, on {', '.join(cpus)} at {', '.join(commits)}.")
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
+def write_section(text: str, path: Path = RESULTS, heading: str = SECTION) -> None:
     """Replaces the section (up to the next `## ` heading) or appends it."""
     page = path.read_text() if path.is_file() else ""
-    start = page.find(SECTION)
+    start = page.find(heading)
     if start < 0:
         page = page.rstrip() + "\n\n" + text.rstrip() + "\n"
     else:
-        end = page.find("\n## ", start + len(SECTION))
+        end = page.find("\n## ", start + len(heading))
         page = page[:start] + text.rstrip() + "\n" + (page[end:] if end >= 0 else "")
     path.write_text(page)
 
