@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
 from projects.core.stats import summarise  # noqa: F401 (the pages' mean / CI / count)
+from dashboards import store_read
 from dashboards.registry_view import alias_table, registry_by_run, registry_versions  # noqa: F401 (pages read alias_table here)
 from projects.core.study import get_study, study_names
 
@@ -152,7 +153,7 @@ def load_runs(mlc: MlflowClient | None = None, registry: pd.DataFrame | None = N
     experiments = _experiments(mlc)
     if not experiments:
         return _empty_runs()
-    runs = _search_all(mlc, list(experiments))
+    runs = store_read.read_runs(mlc.tracking_uri, list(experiments)) or _search_all(mlc, list(experiments))
     if registry is None:
         registry = registry_versions(mlc)
     by_run = registry_by_run(registry)

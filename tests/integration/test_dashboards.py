@@ -200,3 +200,44 @@ def test_cli_no_log(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "d"), "--ui-url", UI, "--no-log"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "d" / "index.html")
     assert MlflowClient().get_experiment_by_name(tracking.EXPERIMENTS["dashboard"]) is None
+
+
+def test_direct_store_read_equals_search_runs(monkeypatch, capsys):
+    """dashboards/store_read.py reads the SQL tables MLflow's API reads: the same runs, values
+    (NaN metrics included) and order as search_runs, deleted runs left out, and the same
+    tidy table; an unreadable store falls back to search_runs with one line."""
+    import math
+
+    import mlflow
+
+    from benchmarks import store_scale
+    from dashboards import store_read
+
+    uri = mlflow.get_tracking_uri()
+    populate_store()
+    store_scale.fill(uri, 30)
+    mlc = MlflowClient()
+    with mlflow.start_run(run_name="nan-run"):
+        mlflow.log_metric("test_jaccard", float("nan"))
+    gone = mlc.search_runs([e.experiment_id for e in mlc.search_experiments()], max_results=1)[0].info.run_id
+    mlc.delete_run(gone)
+    experiments = list(dd._experiments(mlc))
+    direct = store_read.read_runs(uri, experiments)
+    api = dd._search_all(mlc, experiments)
+    assert len(direct) == len(api) > 30 and gone not in {r.info.run_id for r in direct}
+    assert [r.info.run_id for r in direct] == [r.info.run_id for r in api]
+    for d, a in zip(direct, api):
+        assert (d.info.run_name, d.info.status, d.info.start_time, d.info.end_time, d.info.experiment_id) == \
+               (a.info.run_name, a.info.status, a.info.start_time, a.info.end_time, a.info.experiment_id)
+        assert d.data.params == a.data.params and d.data.tags == a.data.tags
+        assert d.data.metrics.keys() == a.data.metrics.keys()
+        assert all(d.data.metrics[k] == a.data.metrics[k] or (math.isnan(d.data.metrics[k])
+                                                              and math.isnan(a.data.metrics[k])) for k in d.data.metrics)
+    assert store_read.read_runs("http://127.0.0.1:1", experiments) is None  # a server: its API
+    capsys.readouterr()
+    assert store_read.read_runs("sqlite:////nonexistent/dir/x.db", experiments) is None
+    assert "reading through search_runs" in capsys.readouterr().err
+    fast = dd.load_runs(mlc)
+    monkeypatch.setattr(store_read, "read_runs", lambda *a: None)
+    slow = dd.load_runs(mlc)
+    pd.testing.assert_frame_equal(fast, slow)
