@@ -202,7 +202,7 @@ class Promotion:
         metric = self.metric(rule.metric)
         pool = [c for c in pool if c.value(metric) is not None]
         if not pool:
-            return [], f"no gated candidate meets the rule ({rule.describe()})"
+            return [], f"no gated candidate meets the rule ({self.rule_text(rule)})"
         before = self.holders.get(rule.alias)
         sign = -1.0 if rule.goal == "max" else 1.0
         pool.sort(key=lambda c: (sign * c.value(metric), 0 if before and c.version == before else 1,
@@ -257,7 +257,8 @@ class Promotion:
 
     def rule_text(self, rule: AliasRule) -> str:
         """The rule in words with the metrics it was decided on: under holdout evaluation
-        `highest holdout_accuracy`, not the policy's `test_accuracy` (whose value is not shown)."""
+        `highest holdout_accuracy`, not the policy's `test_accuracy` (whose value is not shown).
+        What the audit and the version record as the alias's rule."""
         return rule.describe(self.metric)
 
     def decide(self, rule: AliasRule) -> Decision:
@@ -323,7 +324,7 @@ class Promotion:
                 store.retry_conflicts(client.delete_registered_model_alias, name, rule.alias)
                 audit.append(client, name, rule.alias, {
                     "version": None, "previous": previous, "at": audit.now(), "kind": "remove",
-                    "policy": self.policy.ref, "rule": f"{rule.describe()}: {d.note}", "by": audit.by()})
+                    "policy": self.policy.ref, "rule": f"{d.rule}: {d.note}", "by": audit.by()})
             audit.reconcile(client, name, rule.alias)
             return
         if d.status != MOVED:
@@ -342,7 +343,7 @@ class Promotion:
             return
         d.before = previous
         entry = {"version": target.version, "previous": previous, "at": audit.now(), "kind": "promote",
-                 "policy": self.policy.ref, "rule": rule.describe(), "metric": self.metric(rule.metric),
+                 "policy": self.policy.ref, "rule": d.rule, "metric": self.metric(rule.metric),
                  "value": f"{d.value:.6g}", "compared": self.compared(rule, d), "gates": d.gates, "by": audit.by(),
                  "significance": d.significance or None, "evaluation_run": evaluation_run}
         audit.write_version_audit(client, name, rule.alias, entry)
