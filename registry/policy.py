@@ -11,6 +11,7 @@ anything it does not understand, so a typo never silently changes what gets prom
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -122,11 +123,16 @@ class Policy:
         """Every gate with its setting in this policy, in the order they run."""
         return [(g, g.settings(self)) for g in G.chain(self.gates.order)]
 
-    def all_metrics(self) -> tuple[str, ...]:
+    @functools.cached_property
+    def _metrics(self) -> tuple[str, ...]:
         names = [m for gate, settings in self.chain() for m in gate.metrics(settings)]
         for rule in self.aliases:
             names += rule.metrics()
         return tuple(dict.fromkeys(names))
+
+    def all_metrics(self) -> tuple[str, ...]:
+        """Every metric the gates and the alias rules name (the `metrics` gate requires them)."""
+        return self._metrics
 
 
 # --- parsing --------------------------------------------------------------------------------------

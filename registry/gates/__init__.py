@@ -21,6 +21,7 @@ Gates see runs and models only through MLflow's API (never the training code).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import math
@@ -152,9 +153,17 @@ def unregister_gate(name: str) -> None:
     _GATES.pop(name, None)
 
 
-def _modules() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _installed_modules() -> tuple[str, ...]:
+    """This package's gate modules and the installed ones, read once per process (entry_points()
+    scans every installed distribution's metadata; a promotion asks for the gates per candidate)."""
     names = [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     names += [ep.value.split(":")[0] for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    return tuple(names)
+
+
+def _modules() -> list[str]:
+    names = list(_installed_modules())
     names += [m.strip() for m in os.environ.get(GATES_ENV, "").split(",") if m.strip()]
     return list(dict.fromkeys(names))
 
