@@ -58,7 +58,7 @@ class Promotion:
         self.passed: dict[str, list[str]] = {}  # run id -> the gates passed before any alias
         self.decided: dict[str, G.Candidate | None] = {}
         self.evaluation = HoldoutEvaluation(policy.study, self.name) if policy.evaluation.mode == "holdout" else None
-        self.gated: list[G.Candidate] = []
+        self.gated: list[G.Candidate] = []  # empty while the first stage runs (a gate may read it)
         self.gated = self._cheap_gates()
         self.clean_holders: set[str] = set()
         if self.evaluation is not None and self.gated:
