@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import tracking
 from registry import store
+from registry.gates.not_rolled_back import rolled_back_key  # noqa: F401 (the gate owns its tag)
 
 # Version tags: why a version holds (or held) an alias, and which alias it was rolled back from.
 VERSION_FIELDS = ("policy", "rule", "metric", "value", "compared", "gates", "previous_version", "at", "kind", "by",
@@ -33,11 +34,6 @@ VERSION_FIELDS = ("policy", "rule", "metric", "value", "compared", "gates", "pre
 def promotion_key(alias: str, name: str) -> str:
     """Version tag recording why the version holds (or held) the alias."""
     return f"promotion.{alias}.{name}"
-
-
-def rolled_back_key(alias: str) -> str:
-    """Version tag set when rollback moved the alias away from the version: blocks it there."""
-    return f"rolled_back.{alias}"
 
 
 TAG_PREFIX = "audit."

@@ -4,7 +4,9 @@ For each alias (in dependency order, the champion first): rank the candidates by
 rule - on the study's fixed holdout, every candidate scored on the same units (evaluation:
 holdout, the default), or only among candidates sharing the policy's `compare_within` tags -
 walk down the ranking and take the first candidate that passes every gate; refused
-candidates are listed with the reason. An alias with a `significance` level (the champion:
+candidates are listed with the reason. The gates and their order come from the policy and
+the gate plug-ins (registry/gates/): this module runs each stage's chain, naming no gate but
+the holdout's. An alias with a `significance` level (the champion:
 0.05) leaves its current holder only for a newcomer that is better on the holdout by a paired
 bootstrap test on the same units, or, with `prefer_cheaper`, not worse beyond a tolerance and
 strictly cheaper. Only then is the run registered, the alias set and the move recorded
@@ -14,11 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -27,7 +27,8 @@ from projects.core import tracking
 from registry import audit, store
 from registry import gates as G
 from registry.evaluation import HoldoutEvaluation, holdout_metric
-from registry.policy import CHAMPION, AliasRule, Policy
+from registry.gates.holdout_clean import GATE_HOLDOUT
+from registry.policy import AliasRule, Policy
 from registry.store import vlabel
 
 from registry.report import (MOVED, NONE, REFUSED, REMOVED, UNCHANGED, WOULD_MOVE, WOULD_REMOVE,  # noqa: F401
@@ -35,7 +36,8 @@ from registry.report import (MOVED, NONE, REFUSED, REMOVED, UNCHANGED, WOULD_MOV
 
 
 class Promotion:
-    """One policy applied once (see the module docstring)."""
+    """One policy applied once (see the module docstring); the context its gates run in
+    (registry.gates.Context: policy, evaluation, gated, decided, cache, metric, holder, model_uri)."""
 
     def __init__(self, client: MlflowClient, policy: Policy, dry_run: bool):
         self.client, self.policy, self.dry_run = client, policy, dry_run
@@ -51,28 +53,41 @@ class Promotion:
         self.by_version = {c.version: c for c in self.candidates if c.version}
         self.refused_all: list[tuple[str, str]] = []
         self.notes: list[str] = []
-        self.gated = self._cheap_gates()
-        self._front: set[str] | None = None  # built on first use: see front()
-        self.smoke_cache: dict[str, G.GateResult] = {}
+        self.cache: dict = {}  # the gates' own (the smoke results, the Pareto front)
+        self.chain = policy.chain()
+        self.passed: dict[str, list[str]] = {}  # run id -> the gates passed before any alias
         self.decided: dict[str, G.Candidate | None] = {}
         self.evaluation = HoldoutEvaluation(policy.study, self.name) if policy.evaluation.mode == "holdout" else None
+        self.gated: list[G.Candidate] = []  # empty while the first stage runs (a gate may read it)
+        self.gated = self._cheap_gates()
         self.clean_holders: set[str] = set()
         if self.evaluation is not None and self.gated:
             self._score_on_holdout()
 
+    def run_stage(self, stage: str, c: G.Candidate, rule: AliasRule | None = None) -> Iterator[G.GateResult]:
+        """The stage's gates on one candidate, in the chain's order, until one fails."""
+        for gate, settings in self.chain:
+            if gate.stage == stage:
+                result = gate.check(c, settings, self, rule)
+                if result is not None:
+                    yield result
+                    if not result.passed:
+                        return
+
+    def _passes(self, stage: str, c: G.Candidate) -> bool:
+        """Gates before any alias: a refusal holds for every alias; what passed is kept for the record."""
+        for result in self.run_stage(stage, c):
+            if not result.passed:
+                self.refused_all.append((who(c), str(result)))
+                return False
+            self.passed.setdefault(c.run_id, []).append(result.gate)
+        return True
+
     def _cheap_gates(self) -> list[G.Candidate]:
-        gated, required = [], self.policy.all_metrics()
-        for c in self.candidates:
-            for result in (G.check_metrics(c, required), G.check_baseline(c, self.policy.gates.beats_baseline)):
-                if not result.passed:
-                    self.refused_all.append((who(c), str(result)))
-                    break
-            else:
-                gated.append(c)
-        return gated
+        return [c for c in self.candidates if self._passes(G.CANDIDATE, c)]
 
     # --- the holdout ---------------------------------------------------------------------------
-    def _model_uri(self, c: G.Candidate) -> str:
+    def model_uri(self, c: G.Candidate) -> str:
         return f"models:/{self.name}/{c.version}" if c.version else c.model_uri
 
     def _score_on_holdout(self) -> None:
@@ -89,29 +104,17 @@ class Promotion:
             # Loading and scoring a model takes seconds each: say where it is (stderr, one line each).
             print(f"[promote] {self.name}: scoring {i}/{len(shortlist)} on the holdout: {who(c)} "
                   f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-            reason = self._holdout_refusal(c)
-            if not reason:
-                beats = self.evaluation.beats_baselines(c, self.policy.gates.beats_baseline)
-                reason = "" if beats.passed else str(beats)
-            if reason:
-                self.refused_all.append((who(c), reason))
-            else:
+            if self._passes(G.HOLDOUT, c):
                 scored.append(c)
+        clean = G.get_gate(GATE_HOLDOUT)
         for version in {v for v in self.holders.values() if v}:
             holder = self.holder_candidate(version)
-            if holder is not None and not self._holdout_refusal(holder):
+            if holder is not None and clean.check(holder, None, self).passed:
                 self.clean_holders.add(holder.run_id)
         if not scored and self.evaluation.data and all(v is None for v in self.evaluation.data.values()):
             self.notes.append("this study's data keeps no holdout (holdout_fraction 0): set `evaluation: "
                               "{mode: compare_within, compare_within: [split]}` in the policy to compare candidates")
         self.gated = scored
-
-    def _holdout_refusal(self, c: G.Candidate) -> str:
-        clean = self.evaluation.clean(c)
-        if not clean.passed:
-            return str(clean)
-        result = self.evaluation.score(c, self._model_uri(c))
-        return f"cannot be scored on the holdout ({result.error})" if result.error else ""
 
     def metric(self, name: str) -> str:
         """A rule's metric as candidates are compared on it: the holdout's, where it has one."""
@@ -121,6 +124,10 @@ class Promotion:
         return mapped if mapped != name and any(c.value(mapped) is not None for c in self.gated) else name
 
     # --- candidates and holders -----------------------------------------------------------------
+    def holder(self, alias: str) -> G.Candidate | None:
+        """The alias's holder before this promotion."""
+        return self.holder_candidate(self.holders.get(alias))
+
     def holder_candidate(self, version: str | None) -> G.Candidate | None:
         """The candidate behind a version, even when its run is no longer a candidate."""
         if version is None:
@@ -195,59 +202,18 @@ class Promotion:
         metric = self.metric(rule.metric)
         pool = [c for c in pool if c.value(metric) is not None]
         if not pool:
-            return [], f"no gated candidate meets the rule ({rule.describe()})"
+            return [], f"no gated candidate meets the rule ({self.rule_text(rule)})"
         before = self.holders.get(rule.alias)
         sign = -1.0 if rule.goal == "max" else 1.0
         pool.sort(key=lambda c: (sign * c.value(metric), 0 if before and c.version == before else 1,
                                  c.start_time, c.run_id))
         return pool, ""
 
-    # --- gates -------------------------------------------------------------------------------------
-    def smoke(self, c: G.Candidate) -> G.GateResult:
-        if c.run_id not in self.smoke_cache:
-            gates = self.policy.gates
-            self.smoke_cache[c.run_id] = G.smoke_predict(self._model_uri(c), c.params.get(G.P_IMAGE_SHAPE)
-                                                         or c.version_tags.get(G.P_IMAGE_SHAPE), gates.probabilities)
-        return self.smoke_cache[c.run_id]
-
-    def front(self) -> set[str]:
-        """The Pareto front of the gated candidates whose models work (on the holdout's accuracy
-        when there is one). A model that fails the smoke gate must not dominate (and so hide) a
-        working one: the front is rebuilt without the broken ones until it holds."""
-        if self._front is None:
-            spec = self.policy.gates.pareto
-            spec = replace(spec, accuracy=self.metric(spec.accuracy)) if spec else None
-            pool = list(self.gated)
-            while True:
-                front = G.pareto_front(pool, spec) if spec else set()
-                broken = ({c.run_id for c in pool if c.run_id in front and not self.smoke(c).passed}
-                          if self.policy.gates.smoke_predict else set())
-                if not broken:
-                    break
-                pool = [c for c in pool if c.run_id not in broken]
-            self._front = front
-        return self._front
-
-    def gate_chain(self, c: G.Candidate, rule: AliasRule) -> Iterator[G.GateResult]:
-        gates = self.policy.gates
-        if CHAMPION in self.policy.alias_names():
-            # The champion is compared with the champion it would replace; every other alias
-            # with the champion this promotion has just decided on.
-            reference = (self.holder_candidate(self.holders.get(CHAMPION)) if rule.alias == CHAMPION
-                         else self.decided.get(CHAMPION))
-            label = vlabel(reference.version) if reference and reference.version else "(new)"
-            yield G.check_data(c, reference, label, gates.allow_data_change)
-        yield G.check_not_rolled_back(c, rule.alias, audit.rolled_back_key(rule.alias))
-        if rule.pareto and gates.pareto:
-            yield G.check_pareto(c, self.front(), gates.pareto)
-        if gates.smoke_predict:
-            yield self.smoke(c)
-
     # --- the decision -----------------------------------------------------------------------------
     def _first_passing(self, ranked: list[G.Candidate], rule: AliasRule, d: Decision) -> None:
         for c in ranked:
-            passed, failed = [], None
-            for result in self.gate_chain(c, rule):
+            passed, failed = list(self.passed.get(c.run_id, [])), None
+            for result in self.run_stage(G.ALIAS, c, rule):
                 if not result.passed:
                     failed = result
                     break
@@ -258,8 +224,7 @@ class Promotion:
                     break
                 continue
             d.target, d.value = c, c.value(self.metric(rule.metric))
-            extra = ["holdout_clean", "holdout_baseline"] if self.evaluation else []
-            d.gates = "passed: " + ", ".join([G.GATE_METRICS, G.GATE_BASELINE] + extra + passed)
+            d.gates = G.passed_text(passed)
             return
 
     def _significant(self, rule: AliasRule, d: Decision) -> bool:
@@ -292,13 +257,9 @@ class Promotion:
 
     def rule_text(self, rule: AliasRule) -> str:
         """The rule in words with the metrics it was decided on: under holdout evaluation
-        `highest holdout_accuracy`, not the policy's `test_accuracy` (whose value is not shown)."""
-        text = rule.describe()
-        for name in sorted(rule.metrics(), key=len, reverse=True):
-            mapped = self.metric(name)
-            if mapped != name:
-                text = re.sub(rf"\b{re.escape(name)}\b", mapped, text)
-        return text
+        `highest holdout_accuracy`, not the policy's `test_accuracy` (whose value is not shown).
+        What the audit and the version record as the alias's rule."""
+        return rule.describe(self.metric)
 
     def decide(self, rule: AliasRule) -> Decision:
         before = self.holders.get(rule.alias)
@@ -363,7 +324,7 @@ class Promotion:
                 store.retry_conflicts(client.delete_registered_model_alias, name, rule.alias)
                 audit.append(client, name, rule.alias, {
                     "version": None, "previous": previous, "at": audit.now(), "kind": "remove",
-                    "policy": self.policy.ref, "rule": f"{rule.describe()}: {d.note}", "by": audit.by()})
+                    "policy": self.policy.ref, "rule": f"{d.rule}: {d.note}", "by": audit.by()})
             audit.reconcile(client, name, rule.alias)
             return
         if d.status != MOVED:
@@ -382,7 +343,7 @@ class Promotion:
             return
         d.before = previous
         entry = {"version": target.version, "previous": previous, "at": audit.now(), "kind": "promote",
-                 "policy": self.policy.ref, "rule": rule.describe(), "metric": self.metric(rule.metric),
+                 "policy": self.policy.ref, "rule": d.rule, "metric": self.metric(rule.metric),
                  "value": f"{d.value:.6g}", "compared": self.compared(rule, d), "gates": d.gates, "by": audit.by(),
                  "significance": d.significance or None, "evaluation_run": evaluation_run}
         audit.write_version_audit(client, name, rule.alias, entry)

@@ -27,21 +27,12 @@ from projects.core.uncertainty import PairedResult, UnitScores, paired_differenc
 from registry import gates as G
 
 PREFIX = "holdout_"
-GATE_HOLDOUT = "holdout_clean"
-GATE_HOLDOUT_BASELINE = "holdout_baseline"
 BATCH = 16
 
 
 def holdout_metric(metric: str) -> str:
     """The holdout's name for a rule's metric: test_accuracy -> holdout_accuracy."""
     return PREFIX + metric[len("test_"):] if metric.startswith("test_") else metric
-
-
-def scored_metric(gate_metric: str) -> str:
-    """The metric a baseline gate is about, as holdout_scores names it:
-    test_balanced_accuracy_minus_baseline -> balanced_accuracy, test_jaccard -> jaccard."""
-    name = gate_metric[len("test_"):] if gate_metric.startswith("test_") else gate_metric
-    return name[:-len("_minus_baseline")] if name.endswith("_minus_baseline") else name
 
 
 @dataclass
@@ -80,20 +71,6 @@ class HoldoutEvaluation:
             self.data[key] = self.study.holdout(config)
         return self.data[key]
 
-    def clean(self, candidate: G.Candidate) -> G.GateResult:
-        """Refuse a candidate whose run trained on any holdout unit: its run must have set this
-        very holdout aside (same digest)."""
-        holdout = self.holdout_for(candidate)
-        if holdout is None:
-            return G.GateResult(GATE_HOLDOUT, False, "the study's data has no holdout (holdout_fraction 0): "
-                                                      "compare within groups instead (evaluation: compare_within)")
-        logged = candidate.tags.get(tracking.TAG_HOLDOUT_DIGEST, "")
-        if logged != holdout.digest:
-            why = ("its run set no holdout aside (trained on all the data)" if logged in ("", "none")
-                   else f"its run set another holdout aside ({logged} != {holdout.digest})")
-            return G.GateResult(GATE_HOLDOUT, False, why)
-        return G.GateResult(GATE_HOLDOUT, True, f"trained without the holdout ({holdout.n_units} units)")
-
     def score(self, candidate: G.Candidate, model_uri: str) -> Scored:
         if candidate.run_id in self.scored:
             return self.scored[candidate.run_id]
@@ -117,34 +94,6 @@ class HoldoutEvaluation:
             result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
         self.scored[candidate.run_id] = result
         return result
-
-    def beats_baselines(self, candidate: G.Candidate, gate) -> G.GateResult:
-        """The policy's baseline gate on the holdout: the candidate's holdout metric above every
-        trivial predictor's on the same units (paired bootstrap; with `gate.significance`, the
-        paired p-value below it). A run's own test side can be a dozen patients, where a model
-        at chance passes by luck; the holdout is the same for every candidate."""
-        if gate is None:
-            return G.GateResult(GATE_HOLDOUT_BASELINE, True, "no baseline gate in the policy")
-        s = self.scored[candidate.run_id]
-        metric = scored_metric(gate.metric)
-        if not s.baselines or s.scores is None or metric not in s.point:
-            return G.GateResult(GATE_HOLDOUT_BASELINE, True, f"the study names no trivial predictor for {metric} on "
-                                                             "its holdout: judged by the run's own test numbers")
-        value, (low, high) = s.point[metric], s.intervals.get(metric, (math.nan, math.nan))
-        unit = self.study.unit
-        beaten = []
-        for name, baseline in s.baselines.items():
-            test = paired_difference(s.scores, baseline, metric)
-            base = baseline.point()[metric]
-            if not test.difference > 0 or (gate.significance is not None and not test.p_value < gate.significance):
-                level = f" at level {gate.significance:g}" if gate.significance is not None else ""
-                return G.GateResult(GATE_HOLDOUT_BASELINE, False,
-                                    f"does not beat the {name} predictor on the holdout{level}: {metric} {value:.4f} "
-                                    f"[{low:.3f}, {high:.3f}] vs {base:.4f} on the same {test.n_units} {unit}s "
-                                    f"(paired p = {test.p_value:.3g})")
-            beaten.append(f"{name} {base:.4f} (p = {test.p_value:.3g})")
-        return G.GateResult(GATE_HOLDOUT_BASELINE, True,
-                            f"holdout {metric} {value:.4f} [{low:.3f}, {high:.3f}] > " + ", ".join(beaten))
 
     def compare(self, newcomer: G.Candidate, holder: G.Candidate, metric: str, higher_is_better: bool) -> PairedResult:
         a, b = self.scored[newcomer.run_id].scores, self.scored[holder.run_id].scores

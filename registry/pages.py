@@ -79,17 +79,12 @@ def version_description(client: MlflowClient, name: str, version: str, policy: P
 
 
 def gate_rows(text: str) -> list[tuple[str, str]]:
-    """The audit's gate line ("passed: metrics, baseline, smoke" or "passed: smoke (...);
-    when promoted ...") as (gate, result) rows in the policy's gate order."""
-    if not text.startswith("passed: "):
+    """The version's gate record (registry.gates.passed_text) as (gate, result) rows, in the
+    order the gates ran; a record in no known form is one row as it is."""
+    record = G.read_passed(text)
+    if not record.gates:
         return [("gates", _cell(text))] if text else []
-    head = text[len("passed: "):].split(";")[0]
-    rows = []
-    for item in (part.strip() for part in head.split(",")):
-        gate, _, note = item.partition(" ")
-        rows.append((gate, "passed" + (f" {note}" if note else "")))
-    order = {g: i for i, g in enumerate(G.GATE_ORDER)}
-    return sorted(rows, key=lambda r: order.get(r[0], len(order)))
+    return [(gate, "passed" + (f" ({note})" if note else "")) for gate, note in record.gates]
 
 
 def _cell(text: str) -> str:

@@ -30,6 +30,7 @@ from projects.core import cli, tracking
 from projects.core.errors import InputError
 from registry import audit, export, pages, store
 from registry import gates as G
+from registry.gates import smoke
 from registry.audit import history, promotion_key, reconcile, rolled_back_key  # noqa: F401 (the registry's API)
 from registry.decision import Promotion
 from registry.report import (MOVED, NONE, REFUSED, ROLLED_BACK, UNCHANGED, WOULD_MOVE,  # noqa: F401
@@ -117,15 +118,16 @@ def rollback(name: str, alias: str, dry_run: bool = False, *, client: MlflowClie
                      WOULD_ROLL_BACK if dry_run else ROLLED_BACK)
         old = store.version_tags(client, name, target) if target is not None else {}
         gates = ""
-        if target is not None and policy.gates.smoke_predict:
+        if target is not None and smoke.enabled(policy.gates.smoke_predict):
             # It passed every gate when it was promoted; its artifact must still load.
-            smoke = G.smoke_predict(f"models:/{name}/{target}", old.get(G.P_IMAGE_SHAPE), policy.gates.probabilities)
-            if not smoke.passed:
+            result = smoke.smoke_predict(f"models:/{name}/{target}", old.get(G.P_IMAGE_SHAPE),
+                                         smoke.probabilities(policy.gates.smoke_predict))
+            if not result.passed:
                 d.status, d.after = REFUSED, holder
-                d.refused.append((vlabel(target), str(smoke)))
+                d.refused.append((vlabel(target), str(result)))
                 d.note = "the previous holder fails its smoke test; the alias stays"
-            earlier = old.get(promotion_key(alias, "gates"), "")
-            gates = f"passed: {G.GATE_SMOKE} (re-checked for the rollback)" + (f"; when promoted {earlier}" if earlier else "")
+            gates = G.passed_text([(smoke.GATE_SMOKE, "re-checked for the rollback")],
+                                  earlier=old.get(promotion_key(alias, "gates"), ""))
         if d.status == ROLLED_BACK:
             at = audit.now()
             store.retry_conflicts(client.set_model_version_tag, name, holder, rolled_back_key(alias), at)

@@ -182,3 +182,18 @@ def postgres_store(monkeypatch):
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture
+def toy_gate(monkeypatch):
+    """A gate the registry has never seen, defined only in tests/toy_gate.py and added the way
+    a plug-in user adds one (MEDIMG_GATES; subprocesses inherit it); removed afterwards."""
+    import importlib
+
+    from registry import gates as G
+
+    monkeypatch.setenv(G.GATES_ENV, "toy_gate")
+    module = importlib.import_module("toy_gate")
+    G.register_gate(module.SizeCapGate)  # again, if an earlier test removed it
+    yield module
+    G.unregister_gate(module.SizeCapGate.name)

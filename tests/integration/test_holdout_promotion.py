@@ -128,6 +128,10 @@ def test_champion_is_chosen_on_the_holdout_and_moves_only_for_a_significant_newc
     trail = audit.history(NAME, "champion")
     assert [e["kind"] for e in trail] == ["promote", "promote"] and "p = " in trail[-1]["significance"]
     assert trail[-1]["evaluation_run"] == report.evaluation_run
+    # The rule recorded names the metric it ranked: the holdout's, not the policy's test_accuracy.
+    assert trail[-1]["rule"] == d.rule == "highest holdout_accuracy" and trail[-1]["metric"] == "holdout_accuracy"
+    version = MlflowClient().get_model_version_by_alias(NAME, "champion")
+    assert version.tags[audit.promotion_key("champion", "rule")] == "highest holdout_accuracy"
 
 
 def test_a_candidate_that_trained_on_the_holdout_is_refused(holdout):

@@ -25,6 +25,8 @@ from projects.core import artifacts, tracking
 from projects.core.study import get_study, study_names
 from projects.core.errors import InputError
 from registry import gates as G
+from registry.gates.pareto import pareto_front
+from registry.gates.smoke import GATE_SMOKE
 from registry import promote as P
 from registry import store
 from registry.policy import load_policies, load_policy
@@ -156,7 +158,7 @@ def assert_consistent(alias: str, name: str = PATHO) -> dict:
     assert tags[P.promotion_key(alias, "previous_version")] == ("none" if trail[-1]["previous"] is None
                                                                 else str(trail[-1]["previous"]))
     assert tags[P.promotion_key(alias, "gates")].startswith("passed:")
-    assert G.GATE_SMOKE in tags[P.promotion_key(alias, "gates")]
+    assert GATE_SMOKE in tags[P.promotion_key(alias, "gates")]
     return tags
 
 
@@ -231,10 +233,10 @@ def test_pareto_front_keeps_only_undominated_candidates():
 
     from registry.policy import ParetoSpec
 
-    spec = ParetoSpec(J, ("model_size_mb", "cpu_latency_ms_p50"))
+    spec = ParetoSpec(accuracy=J, costs=("model_size_mb", "cpu_latency_ms_p50"))
     cands = [cand("best", 0.9, 10, 10), cand("small", 0.8, 1, 10), cand("fast", 0.7, 10, 1),
              cand("dominated", 0.7, 10, 10), cand("tie-of-small", 0.8, 1, 10)]
-    assert G.pareto_front(cands, spec) == {"best", "small", "fast", "tie-of-small"}
+    assert pareto_front(cands, spec) == {"best", "small", "fast", "tie-of-small"}
 
 
 # --- promotion --------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 420, 60  # the budget: ~400 and ~60 lines
 LONG_FILES = {
     "tools/loadtest.py": "the tracking-server load test is one self-contained tool (workers, faults, report)",
     "benchmarks/runtimes.py": "one benchmark section: eight runtime variants, each prepare/load pair short",
-    "registry/policy.py": "a strict parser of one file format: one reader method per YAML construct",
     "projects/embedded/mias.py": "the MIAS-format generator: lesion drawing per class",
     "projects/mammography/data.py": "the strict Info.txt parser (both variants) and film labels",
 }
