@@ -29,7 +29,7 @@ def log_candidate_model(wrapped, example) -> None:
 
     validate_serving_input=False: by default MLflow reloads the model it just saved and
     predicts the example, ~40% of log_model's time here (benchmarks/tracking_overhead.py);
-    the registry's smoke gate (registry/gates.py) makes that check before any promotion.
+    the registry's smoke gate (registry/gates/smoke.py) makes that check before any promotion.
     """
     import mlflow
     import torch
