@@ -40,7 +40,7 @@ from projects.core.study import RealDataBlock, Study, all_studies
 OUT = runtime.REPO_ROOT / "results" / "REAL_DATA.md"
 # Settings that do not change what a unit measures: not part of its key. `data` is a path on
 # one machine; the data's identity is the digest beside it.
-NOT_IN_KEY = ("data", "progress")
+NOT_IN_KEY = ("data", "progress", "preset")  # a preset's name: its values are in the settings
 REGISTRY = "registry"  # the record of the last promotion (records/registry/last.json)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import contextvars
 import dataclasses
 import math
 import typing
@@ -65,7 +66,8 @@ def _meta(field: dataclasses.Field) -> dict:
 def _check_value(name: str, value: Any, meta: dict) -> None:
     """The field's declared bounds, with the platform's usual one-line messages."""
     if meta.get("choices") is not None and value not in meta["choices"]:
-        raise InputError(name, f"unknown value {value!r}; choose from {', '.join(map(str, meta['choices']))}")
+        shown = ", ".join(str(c) if c != "" else "'' (none)" for c in meta["choices"])
+        raise InputError(name, f"unknown value {value!r}; choose from {shown}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and math.isnan(value) and (meta.get("min") is not None or meta.get("positive")):
@@ -156,12 +158,18 @@ def leaf_map(cls: type) -> dict[str, Leaf]:
     return out
 
 
+_IN_PRESET: contextvars.ContextVar[bool] = contextvars.ContextVar("in_preset", default=False)
+
+
 class Config:
     """Base of a study's top-level config: sections of settings, made, read and replaced by
     flat name. Subclasses are `@dataclass(init=False)` so that this constructor, which takes
     flat names (and whole sections by their names), is the one used."""
 
     _leaf_cache: ClassVar[dict[type, dict[str, Leaf]]] = {}
+
+    # A study's named recipes (a `preset` setting picks one): name -> {setting: value}.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, **values: Any):
         sections = {f.name: f for f in dataclasses.fields(self)}
@@ -171,6 +179,23 @@ class Config:
             replaced = self.replace(**values)
             for name in sections:
                 object.__setattr__(self, name, getattr(replaced, name))
+        if "preset" in type(self).settings() and self.preset and not _IN_PRESET.get():
+            token = _IN_PRESET.set(True)  # replace() builds configs: they must not apply it again
+            try:
+                replaced = self.replace(**self._preset_values())
+            finally:
+                _IN_PRESET.reset(token)
+            for name in sections:
+                object.__setattr__(self, name, getattr(replaced, name))
+
+    def _preset_values(self) -> dict[str, Any]:
+        """The preset's settings that the config leaves at their defaults (a value the user gave
+        wins; a setting cannot tell a given default from an omitted one, so it takes the preset's)."""
+        presets = type(self).PRESETS
+        if self.preset not in presets:
+            raise InputError("preset", f"unknown preset {self.preset!r}; choose from {', '.join(presets) or '(none)'}")
+        known = type(self).settings()
+        return {k: v for k, v in presets[self.preset].items() if getattr(self, k) == known[k].default}
 
     @classmethod
     def settings(cls) -> dict[str, Leaf]:

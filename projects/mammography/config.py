@@ -8,6 +8,7 @@ from projects.core.config import Config, Section, section, setting
 from projects.core.errors import InputError
 from projects.core.training import TrainConfig
 from projects.mammography.data import TASKS
+from projects.mammography.presets import PRESETS
 from projects.mammography.splits import parse_ratio
 
 
@@ -76,13 +77,21 @@ class MammographyEvaluation(Section):
                                "quarter turns of each input (costs 8x at prediction; the ROI recipe uses it)")
 
 
+@dataclass
+class MammographyRecipe(Section):
+    preset: str = setting("", "a named recipe (projects/mammography/presets.py): " + " | ".join(PRESETS)
+                              + "; settings left at their defaults take its values", choices=("", *PRESETS))
+
+
 @dataclass(init=False)
 class MammographyConfig(Config):
+    PRESETS = PRESETS
     # Sections: dataset (not "data": that is the setting naming the data folder), model, train, evaluation.
     dataset: MammographyData = section(MammographyData)
     model: MammographyModel = section(MammographyModel)
     train: MammographyTrain = section(MammographyTrain)
     evaluation: MammographyEvaluation = section(MammographyEvaluation)
+    recipe: MammographyRecipe = section(MammographyRecipe)
 
     @property
     def registry_task(self) -> str:

@@ -12,21 +12,12 @@ from projects.mammography.grid import MammographyGridConfig
 
 SEEDS = 3
 METRICS = ("balanced_accuracy", "f1_macro", "accuracy")
-# The ROI recipe, chosen on validation in the ROI study behind projects/mammography/roi.py:
-# resnet18 from scratch, Adam 1e-3 + weight decay 1e-4, cosine decay, batch 32, the epoch with
-# the best validation score of the task's own metric, evaluated on the mean of 8 views.
-ROI = dict(input="roi", arch="resnet18", lr=1e-3, weight_decay=1e-4, lr_schedule="cosine", batch_size=32,
-           tta=True, onnx_timing=False, progress=False)
-FILM = dict(arch="resnet18", image_size=128, epochs=20, lr=1e-3, class_weighted=True, onnx_timing=False,
-            progress=False)  # the README's fix for the paper's all-NORM collapse
+# Each cell is a named preset (projects/mammography/presets.py): what the page shows is what
+# `-P preset=<name>` gives a user on their own films.
+MEASURED = dict(onnx_timing=False, progress=False)
 BLOCKS = {
-    "roi": [dict(ROI, task="normal_abnormal", image_size=48, epochs=30, class_weighted=True,
-                 select_on="balanced_accuracy"),
-            dict(ROI, task="7class", image_size=64, epochs=40, sampling="balanced", select_on="f1_macro"),
-            dict(ROI, task="benign_malignant", image_size=64, epochs=30, class_weighted=True,
-                 select_on="balanced_accuracy")],
-    "film": [dict(FILM, task="7class", select_on="f1_macro"),
-             dict(FILM, task="normal_abnormal", select_on="balanced_accuracy")],
+    "roi": ["roi-normal-abnormal", "roi-7class", "roi-benign-malignant"],
+    "film": ["film-7class", "film-normal-abnormal"],
 }
 
 
@@ -34,10 +25,10 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
     mias = root / "mias"
     out = []
     for name, cells in BLOCKS.items():
-        grids = [MammographyGridConfig(base=MammographyConfig.of(data=str(mias), **(cell | ({"epochs": 2} if quick
-                                                                                           else {}))),
+        grids = [MammographyGridConfig(base=MammographyConfig.of(data=str(mias), preset=preset, **MEASURED)
+                                       .replace(**({"epochs": 2} if quick else {})),
                                        splits=["80:20"], augment_options=[False], benign_malignant=False,
-                                       repeats=1 if quick else SEEDS) for cell in cells]
+                                       repeats=1 if quick else SEEDS) for preset in cells]
         out.append(RealDataBlock(f"mias-{name}", grids, METRICS, table, source=mias))
     return out
 

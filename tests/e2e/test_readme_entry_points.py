@@ -31,7 +31,8 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = re.compile(r"^(mlflow run|python -m|make)\b")
 
 NOT_RUN: list[tuple[str, str]] = [
-    (r"\.\./shared/data|data/paip2023|--data-root data", "needs a real data set the repository does not ship"),
+    (r"\.\./shared/data|data=data/|data/paip2023|--data-root data", "needs a real data set the repository does "
+                                                                     "not ship"),
     (r"path/to/", "a placeholder for the user's own images (tests/e2e/test_use_the_champion.py runs -e predict "
                   "on a folder of images)"),
     (r"--backend kubernetes", "needs a Kubernetes cluster (docs/team.md)"),
