@@ -26,9 +26,8 @@ import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from projects.core import tracking
+from projects.core import store_read, tracking
 from projects.core.stats import summarise  # noqa: F401 (the pages' mean / CI / count)
-from dashboards import store_read
 from dashboards.registry_view import alias_table, registry_by_run, registry_versions  # noqa: F401 (pages read alias_table here)
 from projects.core.study import get_study, study_names
 

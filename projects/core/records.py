@@ -127,6 +127,10 @@ class Budget:
     def spent(self) -> bool:
         return bool(self.minutes) and self.elapsed_min() >= self.minutes
 
+    def left_s(self) -> float:
+        """Seconds until no new unit may start (infinite without a limit)."""
+        return max(0.0, self.minutes * 60 - (time.monotonic() - self.start)) if self.minutes else float("inf")
+
 
 def commit() -> str:
     """The checkout's commit ("+dirty" when tracked files differ from it): what measured."""

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from projects.core import space as spaces
-from projects.core import tracking
+from projects.core import store_read, tracking
 from projects.core.errors import InputError
 from projects.search.admission import config_key
 from projects.search.names import ATTR_RUN_ID
@@ -118,7 +118,9 @@ def seed_from_runs(ctx: SearchContext) -> int:
     known_runs = {t.user_attrs.get(ATTR_RUN_ID) for t in ctx.study.get_trials(deepcopy=False)}
     added = 0
     query = f"attributes.status = 'FINISHED' and tags.{tracking.TAG_STUDY} = '{ctx.plugin.name}'"
-    for run in _all_runs(client, experiments, query):
+    runs = store_read.read_runs(client.tracking_uri, experiments, status="FINISHED",
+                                tags={tracking.TAG_STUDY: ctx.plugin.name})
+    for run in runs if runs is not None else _all_runs(client, experiments, query):
         if run.info.run_id in known_runs or run.data.tags.get(tracking.TAG_RUN_KIND) == "search_parent":
             continue
         values = _values(ctx, run.data.params, dists)

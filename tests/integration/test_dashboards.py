@@ -203,7 +203,7 @@ def test_cli_no_log(tmp_path, capsys):
 
 
 def test_direct_store_read_equals_search_runs(monkeypatch, capsys):
-    """dashboards/store_read.py reads the SQL tables MLflow's API reads: the same runs, values
+    """projects/core/store_read.py reads the SQL tables MLflow's API reads: the same runs, values
     (NaN metrics included) and order as search_runs, deleted runs left out, and the same
     tidy table; an unreadable store falls back to search_runs with one line."""
     import math
@@ -211,7 +211,7 @@ def test_direct_store_read_equals_search_runs(monkeypatch, capsys):
     import mlflow
 
     from benchmarks import store_scale
-    from dashboards import store_read
+    from projects.core import store_read
 
     uri = mlflow.get_tracking_uri()
     populate_store()

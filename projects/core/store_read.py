@@ -1,9 +1,10 @@
-"""Every active run of some experiments, read straight from a SQL tracking store.
+"""Every active run of some experiments, read straight from a SQL tracking store (the
+dashboards read every run; a search's warm start every finished run of its study).
 
 Why not `MlflowClient.search_runs`: it has no column projection and builds an ORM object per
 metric, param and tag (a platform run has about 120 of them): on a 1,000-run store that is
-12 of the dashboards' 33 profiled seconds, growing with every run (benchmarks/RESULTS.md,
-section 10). Four SELECTs over MLflow's tables (runs, latest_metrics, params, tags) return the
+12 of the dashboards' 33 profiled seconds and 11.6 of a warm start's 15, growing with every
+run (benchmarks/RESULTS.md, section 10). Four SELECTs over MLflow's tables (runs, latest_metrics, params, tags) return the
 same values in about a tenth of the time. The schema is MLflow's, not a public API: the
 pinned MLflow version fixes it, tests/integration/test_dashboards.py checks this reader
 against `search_runs` on a filled store, and any SQL error falls back to `search_runs` with
@@ -47,17 +48,21 @@ def readable(uri: str) -> bool:
     return uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES
 
 
-def read_runs(uri: str, experiment_ids: Sequence[str]) -> list[StoreRun] | None:
-    """Active runs of the experiments, newest first (search_runs' order); None when the store
-    is not a SQL database or the read failed (the caller then uses search_runs)."""
+def read_runs(uri: str, experiment_ids: Sequence[str], status: str | None = None,
+              tags: dict[str, str] | None = None) -> list[StoreRun] | None:
+    """Active runs of the experiments, newest first (search_runs' order), optionally only those
+    with this status and these tag values; None when the store is not a SQL database or the
+    read failed (the caller then uses search_runs)."""
     if not readable(uri) or not experiment_ids:
         return None
     try:
-        return _read(uri, [int(e) for e in experiment_ids])
+        runs = _read(uri, [int(e) for e in experiment_ids])
     except Exception as exc:  # noqa: BLE001 - any schema or driver surprise: the API still works
-        print(f"[dashboards] reading {uri.split(':', 1)[0]} tables directly failed ({type(exc).__name__}: "
+        print(f"[store] reading {uri.split(':', 1)[0]} tables directly failed ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0][:200]}); reading through search_runs", file=sys.stderr)
         return None
+    return [r for r in runs if (status is None or r.info.status == status)
+            and all(r.data.tags.get(k) == v for k, v in (tags or {}).items())]
 
 
 def _read(uri: str, experiment_ids: list[int]) -> list[StoreRun]:
