@@ -14,7 +14,8 @@ Method, shared by every section (see benchmarks/RESULTS.md):
   to the MLflow experiment `benchmarks`, one child run per section).
 
 The shared pieces are projects.core.bench; the platform's sections are the sibling
-modules, and each study may bring sections for its own pipeline (Study.benchmark_sections).
+modules, and each study may bring sections for its own pipeline (its benchmark_sections: a
+__main__.SectionsStudy).
 """
 from __future__ import annotations
 

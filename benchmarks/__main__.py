@@ -23,16 +23,27 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Protocol, runtime_checkable  # noqa: E402
 
 from benchmarks import SECTIONS  # noqa: E402
 from projects.core.bench import Section, Table, load_average, machine  # noqa: E402
 from projects.core.study import all_studies  # noqa: E402
 
 
+@runtime_checkable
+class SectionsStudy(Protocol):
+    """A study that brings benchmark sections of its own pipeline."""
+
+    def benchmark_sections(self) -> Mapping[str, Callable]:
+        """name -> run(quick, experiment_id, log) returning a projects.core.bench.Section."""
+
+
 def study_sections() -> dict:
-    """Sections the studies bring for their own pipelines (Study.benchmark_sections)."""
-    return {name: run for study in all_studies() for name, run in study.benchmark_sections().items()}
+    """Sections the studies bring for their own pipelines (SectionsStudy.benchmark_sections)."""
+    return {name: run for study in all_studies() if isinstance(study, SectionsStudy)
+            for name, run in study.benchmark_sections().items()}
 
 
 def all_sections() -> list[str]:

@@ -38,9 +38,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ from torch.utils.data import DataLoader, Subset
 from projects.core import onnx_runtime
 from projects.core.device import cpu_kind, native_bf16
 from projects.core.onnx_runtime import fold_batchnorm
-from projects.core.study import CaseData as StudyCaseData
-from projects.core.study import ReferenceModel, all_studies
+from projects.core.specs.benchmarks import CaseData as StudyCaseData, ReferenceModel
+from projects.core.study import all_studies
 from projects.core.training import TrainConfig, fit, seed_everything
 
 EXACT_ATOL = 1e-4  # exact variants: outputs within this of eager's
@@ -94,14 +95,21 @@ def settings(quick: bool, models: tuple[str, ...] | None = None, variants: tuple
 
 
 # --- models and their data ------------------------------------------------------------------------
-# Each study declares the models it wants measured (Study.reference_models): how to build,
-# train briefly and score each one. ModelCase is that declaration.
+# A study may declare the models it wants measured (a MeasuredStudy): how to build, train
+# briefly and score each one. ModelCase is that declaration.
 ModelCase = ReferenceModel
 CaseData = StudyCaseData
 
 
+@runtime_checkable
+class MeasuredStudy(Protocol):
+    """A study with models for the runtime and FLOP sections to measure."""
+
+    def reference_models(self) -> Sequence[ReferenceModel]: ...
+
+
 def reference_models() -> dict[str, ReferenceModel]:
-    return {m.key: m for study in all_studies() for m in study.reference_models()}
+    return {m.key: m for study in all_studies() if isinstance(study, MeasuredStudy) for m in study.reference_models()}
 
 
 def case_data(case: ModelCase, size: int) -> CaseData:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import mlflow
 import torch
@@ -31,7 +33,15 @@ from benchmarks.flops import rate_probes, summarise_probes
 from projects.core import device as dev
 from projects.core import tracking
 from projects.core.bench import Section, Table, interleaved, load_average, median, metric_key
-from projects.core.study import Study, TrainingReference, all_studies
+from projects.core.specs.benchmarks import TrainingReference
+from projects.core.study import Study, all_studies
+
+@runtime_checkable
+class TrainingStudy(Protocol):
+    """A study with models whose training step this benchmark times (its quick recipes)."""
+
+    def training_references(self) -> Sequence[TrainingReference]: ...
+
 
 VARIANTS = {  # name -> (channels_last, precision)
     "fp32": (False, "fp32"), "channels_last": (True, "fp32"), "bf16": (False, "bf16"), "cl+bf16": (True, "bf16")}
@@ -165,7 +175,7 @@ def _tables(results: dict, cfg: Settings) -> list[Table]:
 def run(quick: bool, experiment_id: str | None = None, log=print, device: str = "cpu") -> Section:
     cfg, sec, results = settings(quick, device), Section("training"), {}
     experiment_id = experiment_id or tracking.ensure_experiment(tracking.EXPERIMENTS["benchmark"])
-    for study in all_studies():
+    for study in (s for s in all_studies() if isinstance(s, TrainingStudy)):
         for ref in study.training_references():
             log(f"[benchmarks] training: {ref.label} ...")
             r = results[ref.key] = {"label": ref.label, "metric": study.headline.selection,

@@ -274,15 +274,8 @@ def with_urls(table: pd.DataFrame, ui_url: str) -> pd.DataFrame:
 from dashboards.pareto import pareto_front, pareto_mask  # noqa: E402,F401
 
 
-# --- the papers' numbers (each study holds its own) -------------------------------------------
-def paper_points(study: str) -> pd.DataFrame:
-    """The paper's published results as a table with our column names."""
-    return get_study(study).paper_points()
-
-
-def paper_vs_ours(study: str, table: pd.DataFrame) -> pd.DataFrame:
-    """Every paper row beside our finished runs of the same setting (mean, CI, runs)."""
-    return get_study(study).paper_vs_ours(table)
+# --- the papers' numbers: dashboards/paper.py (re-exported here: the pages call dd.paper_points)
+from dashboards.paper import PaperStudy, has_paper, paper_points, paper_vs_ours  # noqa: E402,F401
 
 
 # --- artifacts ------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 from dashboards import data as dd
 from dashboards.html import colours, esc, fmt, marker_sizes
 from projects.core import tracking
-from projects.core.study import CurveSpec, get_study
+from projects.core.specs.dashboard import CurveSpec
+from projects.core.study import get_study
 
 FRONT_OURS = "Pareto front (ours)"
 FRONT_PAPER = "Pareto front (paper)"

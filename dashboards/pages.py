@@ -58,7 +58,7 @@ def _tradeoff_section(page: Page, table: pd.DataFrame, study: str, paper: pd.Dat
                  f"One colour per architecture; marker size: {esc(spec.size_label)}; diamonds are search trials. "
                  "The black step line and rings: our Pareto front (no other run is both cheaper and better). "
                  + ("Crosses and the dashed line: the paper's points and its front. " if spec.paper_on_tradeoff
-                    else "The paper reports no efficiency numbers for this study. ")
+                    else "The paper reports no efficiency numbers for this study. " if dd.has_paper(study) else "")
                  + f"Hover for a run's settings; click a point to open it in the MLflow UI. Runs: {counts}."))
 
 

@@ -15,7 +15,8 @@ from dashboards import data as dd
 from dashboards.figures import curve_figure
 from dashboards.html import Page, data_uri_png, esc, fmt, html_table, link, note, section, widen_overlays
 from projects.core import tracking
-from projects.core.study import GallerySpec, get_study, study_names
+from projects.core.specs.dashboard import GallerySpec
+from projects.core.study import get_study, study_names
 
 
 def how_to(key: str) -> str:
@@ -175,10 +176,11 @@ def gallery_sections(info: dd.DashboardData, table: pd.DataFrame, study: str) ->
 
 
 def paper_section(info: dd.DashboardData, study: str, table: pd.DataFrame) -> str:
+    """The paper's rows beside ours (a study with a paper: dashboards.paper.PaperStudy), and the latest grid's table."""
     spec = get_study(study).dashboard
     ours = dd.paper_vs_ours(study, table)
-    parts = [html_table(ours, list(spec.paper_columns), kinds={c: "int" for c in spec.paper_int_columns},
-                        headers=dict(spec.paper_headers))]
+    parts = [] if ours is None else [html_table(ours, list(spec.paper_columns), headers=dict(spec.paper_headers),
+                                                kinds={c: "int" for c in spec.paper_int_columns})]
     grid, parent = dd.grid_comparison(info.runs, study)
     if grid is not None:
         url = dd.run_url(info.ui_url, parent["experiment_id"], parent["run_id"])
@@ -186,5 +188,6 @@ def paper_section(info: dd.DashboardData, study: str, table: pd.DataFrame) -> st
                      "grid/paper_vs_ours.csv)</h3>")
         parts.append(html_table(grid))
     else:
-        parts.append(note(f"No grid table yet: run <code>{esc(how_to(study))}</code> for the paper's grid."))
-    return section("The paper against ours", *parts, caption=spec.paper_caption)
+        parts.append(note(f"No grid table yet: run <code>{esc(how_to(study))}</code> for the "
+                          + ("paper's grid." if ours is not None else "grid.")))
+    return section("The paper against ours" if ours is not None else "The latest grid", *parts, caption=spec.paper_caption)

@@ -1,7 +1,8 @@
 """The `main` job: the whole platform once, on the embedded default data.
 
 data -> each study's grid -> searches -> promotion -> dashboard -> summary. What runs for a
-study under a profile is the study's own data (`Study.profiles`):
+study under a profile is the study's own data (its `profiles`, name -> projects.core.specs.pipeline.StudyProfile;
+a study without them is left out):
 `quick` finishes in minutes on 2 cores (small models, small images, few epochs);
 `smoke` wires every stage in about a minute (tests); `paper` runs the papers' full settings
 (hours on a CPU).
@@ -73,7 +74,7 @@ def _grid(study: Study, profile: str, data: str, summary: Summary) -> None:
 
 @cli.entry_point
 def main(argv: list[str] | None = None) -> int:
-    studies = [s for s in all_studies() if s.profiles]
+    studies = [s for s in all_studies() if getattr(s, "profiles", None)]  # a study the main job runs has profiles
     args = _parser(studies).parse_args(argv)
     studies = [s for s in studies if args.profile in s.profiles]
     summary = Summary(args.profile, tracking.setup_tracking())

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,8 @@ from scipy import stats
 from projects.core import cli, records, runtime, tracking
 from projects.core.errors import InputError
 from projects.core.records import Budget, Record, RecordStore
-from projects.core.study import RealDataBlock, Study, all_studies
+from projects.core.specs.pipeline import RealDataBlock
+from projects.core.study import Study, all_studies
 
 RESULTS = runtime.REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## 11. Rank stability: how early a validation score ranks configurations"
@@ -35,9 +38,17 @@ RHO_MIN = 0.8  # "ranks like the final score": a pruner that keeps the top half 
 METRIC = "val_jaccard"
 
 
+@runtime_checkable
+class RankStudy(Protocol):
+    """A study with configurations whose validation curves measure rank stability."""
+
+    def rank_blocks(self, root: Path) -> Sequence[RealDataBlock]:
+        """Trained the same number of epochs without early stopping; public data sets under root."""
+
+
 def rank_blocks(data_root: Path) -> dict[str, tuple[Study, RealDataBlock]]:
     """Every study's rank-stability blocks by name (their settings live with the study)."""
-    return {b.name: (s, b) for s in all_studies() for b in s.rank_blocks(data_root)}
+    return {b.name: (s, b) for s in all_studies() if isinstance(s, RankStudy) for b in s.rank_blocks(data_root)}
 
 
 def curves(recs: list[Record], metric: str = METRIC) -> pd.DataFrame:

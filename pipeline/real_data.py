@@ -1,5 +1,5 @@
 """Results on the real public data sets, measured in resumable pieces: each study's real-data
-blocks (Study.real_data: its cells on the public sets under the data root) run unit by unit
+blocks (a RealDataStudy's real_data: its cells on the public sets under the data root) run unit by unit
 (one cell and seed), each finished unit written as a record under `results/records/<block>/`
 (projects/core/records.py); then `promote`; then results/REAL_DATA.md, rendered from the
 records alone.
@@ -24,8 +24,9 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import mlflow
 import pandas as pd
@@ -35,13 +36,21 @@ from projects.core import cli, records, runtime, tracking, training
 from projects.core.errors import InputError
 from projects.core.grid import GridCell, plan_grid, run_cells
 from projects.core.records import Budget, Record, RecordStore
-from projects.core.study import RealDataBlock, Study, all_studies
+from projects.core.specs.pipeline import RealDataBlock
+from projects.core.study import Study, all_studies
 
 OUT = runtime.REPO_ROOT / "results" / "REAL_DATA.md"
 # Settings that do not change what a unit measures: not part of its key. `data` is a path on
 # one machine; the data's identity is the digest beside it.
 NOT_IN_KEY = ("data", "progress", "preset")  # a preset's name: its values are in the settings
 REGISTRY = "registry"  # the record of the last promotion (records/registry/last.json)
+
+
+@runtime_checkable
+class RealDataStudy(Protocol):
+    """A study with blocks on this page: its cells on public data sets under the data root."""
+
+    def real_data(self, root: Path, quick: bool) -> Sequence[RealDataBlock]: ...
 
 
 # Settings added after records were written, at the value that changes nothing: left out of
@@ -317,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_root is not None and not args.data_root.is_dir():
         raise InputError(args.data_root, "data root does not exist")
     data_root = (args.data_root or Path("data")).resolve()
-    every = [(s, b) for s in all_studies() for b in s.real_data(data_root, args.quick)]
+    every = [(s, b) for s in all_studies() if isinstance(s, RealDataStudy) for b in s.real_data(data_root, args.quick)]
     known = [b.name for _, b in every]
     unknown = [b for b in args.blocks if b not in known]
     if unknown:

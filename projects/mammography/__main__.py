@@ -2,7 +2,7 @@
 import sys
 
 from projects.core import entry
-from projects.mammography.plugin import STUDY
+from projects.mammography.study import STUDY
 
 if __name__ == "__main__":
     sys.exit(entry.main_for(STUDY))

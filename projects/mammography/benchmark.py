@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from projects.core.study import CaseData, ReferenceModel, TrainingReference
+from projects.core.specs.benchmarks import CaseData, ReferenceModel, TrainingReference
 
 
 def _resnet101() -> nn.Module:
@@ -20,10 +20,10 @@ def _resnet101() -> nn.Module:
 
 def case_data(size: int) -> CaseData:
     """The embedded MIAS films at `size` px: train (+ val) and test of the default split."""
-    from projects.mammography import study
+    from projects.mammography import trainer
     from projects.mammography.config import MammographyConfig
 
-    prepared = study.prepare_data(MammographyConfig.of(image_size=size, progress=False))
+    prepared = trainer.prepare_data(MammographyConfig.of(image_size=size, progress=False))
 
     def films(x):
         return np.ascontiguousarray(x[:, None], np.float32) / np.float32(255)

@@ -3,7 +3,7 @@ study config's settings (projects.core.entry)."""
 from __future__ import annotations
 
 from projects.core import cli, entry
-from projects.mammography.plugin import STUDY
+from projects.mammography.study import STUDY
 
 
 @cli.entry_point

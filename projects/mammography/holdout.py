@@ -1,6 +1,6 @@
 """The fixed holdout of the mammography study: whole patients that no run trains, validates,
 stops early or searches on, so that every candidate for a registry alias can be judged on the
-same films (registry/evaluation.py).
+same films (registry/evaluation.py; the study scores its outputs: study.py).
 
 Chosen from the data's identity, not from a run's seed or split: the random state is derived
 from the sorted film ids, so every run on the same data - any task, split or seed - sets the
@@ -15,8 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from projects.core.study import HoldoutData
-from projects.core.uncertainty import UnitScores, classification_scores
 from projects.mammography.data import Film
 from projects.mammography.splits import allocate_patients, patient_id
 
@@ -41,19 +39,3 @@ def holdout_digest(films: Sequence[Film], patients: set[str]) -> str:
     """Names the holdout: the sorted ids of its films (runs log it; promotion compares it)."""
     held = sorted(f.id for f in films if patient_id(f.id) in patients)
     return hashlib.sha256(",".join(held).encode()).hexdigest()[:16] if held else "none"
-
-
-# --- judging on it (registry/evaluation.py) ------------------------------------------------------
-def holdout_scores(config, holdout: HoldoutData, outputs: np.ndarray) -> UnitScores:
-    """A classifier's class probabilities on the holdout, by patient."""
-    n_classes = outputs.shape[1]
-    return classification_scores(holdout.targets, outputs.argmax(1), holdout.units, n_classes)
-
-
-def holdout_baselines(holdout: HoldoutData, outputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Always the holdout's commonest class: the best any constant answer does on accuracy
-    (balanced accuracy of every constant answer is 1/n_classes)."""
-    majority = int(np.bincount(np.asarray(holdout.targets, dtype=int), minlength=outputs.shape[1]).argmax())
-    constant = np.zeros_like(outputs, dtype=np.float32)
-    constant[:, majority] = 1.0
-    return {"majority": constant}

@@ -6,7 +6,7 @@ import pandas as pd
 
 from projects.core import tracking
 from projects.core.stats import summarise
-from projects.core.study import CurveSpec, DashboardSpec, GallerySpec
+from projects.core.specs.dashboard import CurveSpec, DashboardSpec, GallerySpec
 from projects.mammography.paper import SCENARIOS
 from projects.mammography.splits import parse_ratio
 

@@ -13,7 +13,7 @@ paper: the paper's full settings (hours on a CPU).
 """
 from __future__ import annotations
 
-from projects.core.study import StudyProfile
+from projects.core.specs.pipeline import StudyProfile
 from projects.mammography.config import MammographyConfig
 from projects.mammography.grid import MammographyGridConfig
 

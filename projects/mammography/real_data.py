@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from projects.core.study import RealDataBlock
+from projects.core.specs.pipeline import RealDataBlock
 from projects.mammography.config import MammographyConfig
 from projects.mammography.grid import MammographyGridConfig
 

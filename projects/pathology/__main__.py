@@ -2,7 +2,7 @@
 import sys
 
 from projects.core import entry
-from projects.pathology.plugin import STUDY
+from projects.pathology.study import STUDY
 
 if __name__ == "__main__":
     sys.exit(entry.main_for(STUDY))

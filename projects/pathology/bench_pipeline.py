@@ -1,7 +1,7 @@
 """Data pipeline: the pathology preprocessing without and with its cache, and how much of a
 training step waits for data.
 
-1. Preprocessing: `projects.pathology.study.prepare_data`'s steps (discover the files, split
+1. Preprocessing: `projects.pathology.trainer.prepare_data`'s steps (discover the files, split
    by image, `preprocess.prepare`: decode, equalise, tile, flip-augment, cache) on the
    embedded PAIP set, once into an EMPTY cache folder (the first run: a miss that writes the
    cache) and once more into the same folder (a hit), interleaved over rounds, each round with
@@ -12,7 +12,7 @@ training step waits for data.
    decompressed and flipped on every hit (5x in the run that made us replace it: zlib
    ~60% and the flips ~25% of a hit).
 2. Data wait: the study's training loop (`projects.core.training.fit` over the study's
-   `TileDataset` + `DataLoader`, as `projects.pathology.study.run` builds them) with the
+   `TileDataset` + `DataLoader`, as `projects.pathology.trainer.run` builds them) with the
    loader wrapped so the time spent in `next(loader)` is summed. Share = data wait / the
    loop's wall time (target: under 5%). Measured for the study's default model (ELU-Net
    (8,5), 256-px tiles, batch 8) and for a small search-trial model on 64-px tiles, where
@@ -48,7 +48,7 @@ def prepare_into(config, cache_dir: Path):
     """prepare_data's steps with an explicit cache folder (the study's own functions)."""
     from projects.pathology import data as seg_data
     from projects.pathology import preprocess
-    from projects.pathology.study import resolve_data_root
+    from projects.pathology.trainer import resolve_data_root
 
     root = resolve_data_root(config)
     samples = seg_data.discover(root, mpp=config.mpp or None)
@@ -75,7 +75,7 @@ def _lookups(config) -> None:
     """What prepare() does before it can name its cache entry: discover, split, digest."""
     from projects.pathology import data as seg_data
     from projects.pathology import preprocess
-    from projects.pathology.study import resolve_data_root
+    from projects.pathology.trainer import resolve_data_root
 
     root = resolve_data_root(config)
     samples = seg_data.discover(root, mpp=config.mpp or None)
@@ -135,21 +135,21 @@ def data_wait(arch: str, filters: int, depth: int, tile: int, batches: int) -> d
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from projects.pathology import study
+    from projects.pathology import trainer
     from projects.pathology.config import PathologyConfig
     from projects.pathology.models import build_model
     from projects.core.training import TrainConfig, fit, seed_everything
 
     config = PathologyConfig(arch=arch, filters=filters, depth=depth, tile_size=tile, progress=False)
-    prepared = study.prepare_data(config)
+    prepared = trainer.prepare_data(config)
     gen = seed_everything(0)
-    dataset = study.TileDataset(prepared.arrays["train"])
+    dataset = trainer.TileDataset(prepared.arrays["train"])
     n = min(len(dataset), batches * config.batch_size)
     dataset = Subset(dataset, torch.randperm(len(dataset), generator=gen)[:n].tolist())
     loader = TimedLoader(DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=gen,
                                     drop_last=True))
     model = build_model(arch, filters, depth)
-    result = fit(model, loader, None, study.MaskedBCE(), TrainConfig(epochs=1, batch_size=config.batch_size,
+    result = fit(model, loader, None, trainer.MaskedBCE(), TrainConfig(epochs=1, batch_size=config.batch_size,
                  lr=config.lr, progress=False), evaluate=lambda m, l: {}, log=False)
     return {"wall_s": result.train_seconds, "wait_s": loader.wait_s, "batches": loader.batches,
             "step_s": result.train_seconds / max(loader.batches, 1),

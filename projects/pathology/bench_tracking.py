@@ -6,7 +6,7 @@ Variants, interleaved round by round (A B C A B C ...), same data, same seed:
     mlflow   what a study run logs around the same loop: a run with the standard tags
              (git commit included), the config as params, per-epoch metrics (train_loss,
              val_loss, val_jaccard), the weights file and a PNG as artifacts, and the MLflow
-             model at the end (projects.pathology.study.log_probability_model: pt2 export,
+             model at the end (projects.pathology.trainer.log_probability_model: pt2 export,
              signature, input example; MLflow's reload-and-predict check of the saved model
              is off since it cost ~40% of log_model, measured by cProfile - the registry's
              smoke gate does that check) - synchronous logging, MLflow's default
@@ -71,16 +71,16 @@ def _workload(cfg: Settings):
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from projects.pathology import study
+    from projects.pathology import trainer
     from projects.pathology.config import PathologyConfig
 
     config = PathologyConfig(arch=cfg.arch, filters=cfg.filters, depth=cfg.depth, tile_size=cfg.tile_size,
                              epochs=cfg.epochs, lr=1e-3, patience=0, progress=False, log_model=True)
-    prepared = study.prepare_data(config)
-    train = study.TileDataset(prepared.arrays["train"])
+    prepared = trainer.prepare_data(config)
+    train = trainer.TileDataset(prepared.arrays["train"])
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:cfg.train_tiles].tolist()
     train = Subset(train, idx)
-    val = study.TileDataset(prepared.arrays["val"])
+    val = trainer.TileDataset(prepared.arrays["val"])
     return config, prepared, train, val, DataLoader
 
 
@@ -89,7 +89,7 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
     import torch
 
     from projects.core import efficiency, tracking
-    from projects.pathology import study
+    from projects.pathology import trainer
     from projects.pathology.models import build_model
     from projects.core.training import fit, seed_everything
 
@@ -105,8 +105,8 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
         model = build_model(config.arch, config.filters, config.depth)
         train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=gen, drop_last=True)
         val_loader = DataLoader(val, batch_size=config.batch_size)
-        result = fit(model, train_loader, val_loader, study.MaskedBCE(), config.train,
-                     study._evaluator(config.threshold), log=log_epochs)
+        result = fit(model, train_loader, val_loader, trainer.MaskedBCE(), config.train,
+                     trainer._evaluator(config.threshold), log=log_epochs)
         return model, result.optimizer
 
     def without():
@@ -145,12 +145,12 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
                     efficiency.save_weights(model, weights)
                     mlflow.log_artifact(str(weights), tracking.WEIGHTS_ARTIFACT_DIR)
                     truth = prepared.arrays["test"]["masks"][:8]
-                    study.overlay_grid(prepared.arrays["test"]["images"][:8], truth, truth,
+                    trainer.overlay_grid(prepared.arrays["test"]["images"][:8], truth, truth,
                                        Path(tmp) / "test_overlays.png")
                     mlflow.log_artifact(str(Path(tmp) / "test_overlays.png"))
                     mlflow.log_metrics({"test_jaccard": 0.0, "train_seconds": t3 - t2})
                 t4 = time.perf_counter()
-                study.log_probability_model(model, example)
+                trainer.log_probability_model(model, example)
                 t5 = time.perf_counter()
             finally:
                 mlflow.end_run()

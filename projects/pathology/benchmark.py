@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from projects.core.study import CaseData, ReferenceModel, TrainingReference
+from projects.core.specs.benchmarks import CaseData, ReferenceModel, TrainingReference
 
 
 def _unet() -> nn.Module:
@@ -26,10 +26,10 @@ def _elunet() -> nn.Module:
 
 def case_data(size: int) -> CaseData:
     """The embedded PAIP tiles at `size` px of the default split."""
-    from projects.pathology import study
+    from projects.pathology import trainer
     from projects.pathology.config import PathologyConfig
 
-    prepared = study.prepare_data(PathologyConfig.of(tile_size=size, progress=False))
+    prepared = trainer.prepare_data(PathologyConfig.of(tile_size=size, progress=False))
     a = prepared.arrays
 
     def tiles(x):
@@ -41,7 +41,7 @@ def case_data(size: int) -> CaseData:
 
 def training(data: CaseData, recipe: Mapping) -> tuple[TensorDataset, nn.Module]:
     """The study's masked BCE, or BCE with tumour pixels weighted `pos_weight` times."""
-    from projects.pathology.study import MaskedBCE
+    from projects.pathology.trainer import MaskedBCE
 
     x = torch.from_numpy(data.train)
     masks = torch.from_numpy(data.train_targets.astype(np.float32))
@@ -86,7 +86,7 @@ REFERENCE_MODELS = (
 def training_step(config) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
     """One batch of the recipe's shape: RGB tiles, (mask, valid) targets, the masked BCE."""
     from projects.pathology.models import build_model
-    from projects.pathology.study import MaskedBCE
+    from projects.pathology.trainer import MaskedBCE
 
     gen = torch.Generator().manual_seed(0)
     n, t = config.batch_size, config.tile_size

@@ -3,7 +3,7 @@ config's settings (projects.core.entry)."""
 from __future__ import annotations
 
 from projects.core import cli, entry
-from projects.pathology.plugin import STUDY
+from projects.pathology.study import STUDY
 
 
 @cli.entry_point

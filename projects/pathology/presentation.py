@@ -6,7 +6,7 @@ import pandas as pd
 
 from projects.core import tracking
 from projects.core.stats import summarise
-from projects.core.study import CurveSpec, DashboardSpec, GallerySpec
+from projects.core.specs.dashboard import CurveSpec, DashboardSpec, GallerySpec
 from projects.pathology.paper import TABLE_V
 
 JACCARD = tracking.test_metric("jaccard")

@@ -8,7 +8,7 @@ paper: Table V's 13 cells with the paper's settings (hours on a CPU) and a 30-tr
 """
 from __future__ import annotations
 
-from projects.core.study import SearchPlan, StudyProfile
+from projects.core.specs.pipeline import SearchPlan, StudyProfile
 from projects.pathology.config import PathologyConfig
 from projects.pathology.grid import PathologyGridConfig
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from projects.core.study import RealDataBlock
+from projects.core.specs.pipeline import RealDataBlock
 from projects.pathology.config import PathologyConfig
 from projects.pathology.grid import PathologyGridConfig
 from projects.pathology.paper import TABLE_V

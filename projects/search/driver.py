@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import space as spaces
 from projects.core import tracking
-from projects.core.study import SearchPlan
+from projects.core.specs.pipeline import SearchPlan
 from projects.search.admission import counts, done_count
 from projects.search.context import SearchContext, SearchError, build_context, open_study  # noqa: F401 (API)
 from projects.search.factories import safe_url

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -147,12 +148,20 @@ def _all_runs(client: MlflowClient, experiments: list[str], query: str):
             return
 
 
+@runtime_checkable
+class PaperCellsStudy(Protocol):
+    """A study whose paper trained named configs: `--enqueue paper` tries them first."""
+
+    def paper_cells(self) -> Sequence[Mapping[str, Any]]:
+        """The configs the paper trained, settings by name."""
+
+
 def enqueue_named(ctx: SearchContext, spec: str) -> int:
     """Queue named configs first (`paper` or 'a=1,b=2;a=3,b=4'); returns how many were queued."""
     if not spec:
         return 0
     if spec.strip() == "paper":
-        cells = [dict(c) for c in ctx.plugin.paper_cells()]
+        cells = [dict(c) for c in ctx.plugin.paper_cells()] if isinstance(ctx.plugin, PaperCellsStudy) else []
     else:
         cells = [spaces.parse_assignments(part, ctx.plugin.config_cls) for part in spec.split(";") if part.strip()]
     dists = distributions(ctx.space)

@@ -14,7 +14,7 @@ from projects.core.grid import run_grid
 from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.mammography import grid as grid_mod
-from projects.mammography import study
+from projects.mammography import trainer
 from projects.mammography.cli import main as mammography_main
 from projects.mammography.config import MammographyConfig
 from projects.mammography.splits import patient_id
@@ -26,7 +26,7 @@ FAST = dict(arch="resnet18", image_size=32, epochs=1, batch_size=16, progress=Fa
 
 def _run(config: MammographyConfig):
     with tracking.study_run("mammography", "t") as run:
-        result = study.run(config)
+        result = trainer.run(config)
     return mlflow.get_run(run.info.run_id), result
 
 
@@ -77,7 +77,7 @@ def test_run_logs_everything_the_issue_lists():
 
 def test_augmentation_only_touches_training_films():
     cfg = MammographyConfig(**FAST | {"augment": True, "augment_factor": 3})
-    prepared = study.prepare_data(cfg)
+    prepared = trainer.prepare_data(cfg)
     run, _ = _run(cfg)
     p = run.data.params
     assert int(p["n_train_images"]) == 3 * int(p["n_train_films"])
@@ -85,7 +85,7 @@ def test_augmentation_only_touches_training_films():
 
 
 def test_benign_malignant_uses_abnormal_films_only():
-    prepared = study.prepare_data(MammographyConfig(**FAST | {"task": "benign_malignant", "split": "75:25"}))
+    prepared = trainer.prepare_data(MammographyConfig(**FAST | {"task": "benign_malignant", "split": "75:25"}))
     assert prepared.class_names == ("benign", "malignant")
     assert all(f.label != "NORM" for f in prepared.films)
 
@@ -126,7 +126,7 @@ def test_grid_repeats_report_mean_and_ci():
 def _copy_mias(tmp_path: Path) -> Path:
     import shutil
 
-    src = study.resolve_data_root(MammographyConfig())
+    src = trainer.resolve_data_root(MammographyConfig())
     dst = tmp_path / "mias"
     shutil.copytree(src, dst)
     return dst
@@ -158,7 +158,7 @@ def test_missing_film_is_rejected_or_skipped(tmp_path, capsys):
     msg = _main_fails(capsys, "--data", str(root))
     assert "mdb007" in msg
     cfg = MammographyConfig(**FAST | {"data": str(root), "skip_missing": True})
-    prepared = study.prepare_data(cfg)
+    prepared = trainer.prepare_data(cfg)
     assert any("mdb007" in s for s in prepared.skipped)
     assert len(prepared.films) + len(prepared.holdout_films) == 321  # the holdout's films are read too
     assert prepared.holdout_films and not {f.id for f in prepared.films} & {f.id for f in prepared.holdout_films}
@@ -182,7 +182,7 @@ def test_failure_inside_a_run_marks_it_failed(monkeypatch):
     def boom(*a, **k):
         raise InputError("weights", "simulated failure after the run started")
 
-    monkeypatch.setattr(study, "build_classifier", boom)
+    monkeypatch.setattr(trainer, "build_classifier", boom)
     with pytest.raises(InputError):
         _run(MammographyConfig(**FAST))
     assert running_runs() == []
@@ -192,7 +192,7 @@ def test_failure_inside_a_run_marks_it_failed(monkeypatch):
 
 def test_real_mini_mias_loads_all_films(shared_data):
     cfg = MammographyConfig(data=str(shared_data / "mias"), image_size=32)
-    prepared = study.prepare_data(cfg)
+    prepared = trainer.prepare_data(cfg)
     # the fixed holdout's patients are set aside before any split: together they are all 322 films
     films = prepared.films + prepared.holdout_films
     assert len(films) == 322 and len(prepared.holdout_films) > 0
@@ -227,7 +227,7 @@ def test_roi_input_trains_on_crops_and_is_its_own_registered_model():
     cfg = MammographyConfig(**FAST | {"input": "roi", "task": "normal_abnormal", "image_size": 32,
                                       "select_on": "balanced_accuracy", "sampling": "balanced", "log_model": True,
                                       "tta": True})
-    prepared = study.prepare_data(cfg)
+    prepared = trainer.prepare_data(cfg)
     crops = {part: len(prepared.targets[part]) for part in ("train", "val", "test")}
     films = {part: sum(v == part for v in prepared.assignment.values()) for part in ("train", "val", "test")}
     assert all(crops[p] >= films[p] for p in crops)  # every film gives at least one crop (NORM: two)

@@ -14,7 +14,7 @@ from projects.core.grid import run_grid
 from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.pathology import grid as grid_mod
-from projects.pathology import study
+from projects.pathology import trainer
 from projects.pathology.cli import main as pathology_main
 from projects.pathology.config import PathologyConfig
 
@@ -26,7 +26,7 @@ SMALL = dict(embedded_images=8, embedded_size=128, tile_size=64, batch_size=8, c
 
 def _run(config: PathologyConfig):
     with tracking.study_run("pathology", "t") as run:
-        result = study.run(config)
+        result = trainer.run(config)
     return mlflow.get_run(run.info.run_id), result
 
 
@@ -70,8 +70,8 @@ def test_run_logs_everything_the_issue_lists():
 
 def test_second_run_reuses_the_preprocessing_cache():
     cfg = PathologyConfig(arch="unet", filters=2, depth=2, epochs=1, seed=11, **SMALL)
-    first = study.prepare_data(cfg)
-    second = study.prepare_data(cfg)
+    first = trainer.prepare_data(cfg)
+    second = trainer.prepare_data(cfg)
     assert second.cache_hit and second.cache_path == first.cache_path
 
 
@@ -122,7 +122,7 @@ def test_default_grid_is_table_v():
 # --- bad input -------------------------------------------------------------------------------
 
 def _paip_copy(tmp_path: Path) -> Path:
-    src = study.resolve_data_root(PathologyConfig(**SMALL))
+    src = trainer.resolve_data_root(PathologyConfig(**SMALL))
     dst = tmp_path / "paip"
     shutil.copytree(src, dst)
     return dst

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 
 from projects.core.errors import InputError
 from projects.mammography import data as mias
-from projects.mammography import study as mammo_study
+from projects.mammography import trainer as mammo_trainer
 from projects.mammography.cli import main as mammography_main
 from projects.mammography.config import MammographyConfig
 from projects.mammography.splits import parse_ratio, patient_id, split_films
-from projects.pathology import study as patho_study
+from projects.pathology import trainer as patho_trainer
 from projects.pathology.cli import main as pathology_main
 from projects.pathology.config import PathologyConfig
 
@@ -143,10 +143,10 @@ def assert_one_line_error(code: int, err: str, *causes: str) -> str:
 
 # --- the valid base sets load (so each case below fails for its own reason) ----------------
 def test_the_base_sets_are_valid(tmp_path):
-    prepared = mammo_study.prepare_data(MammographyConfig(data=str(mias_set(tmp_path / "m")), image_size=32,
+    prepared = mammo_trainer.prepare_data(MammographyConfig(data=str(mias_set(tmp_path / "m")), image_size=32,
                                                           holdout_fraction=0))
     assert len(prepared.films) == 24
-    patho_study.prepare_data(PathologyConfig(data=str(seg_set(tmp_path / "p")), tile_size=64, depth=3, filters=2,
+    patho_trainer.prepare_data(PathologyConfig(data=str(seg_set(tmp_path / "p")), tile_size=64, depth=3, filters=2,
                                              holdout_fraction=0))
 
 

@@ -26,7 +26,8 @@ from projects.core import tracking
 from projects.core.errors import InputError
 from projects.pathology.config import PathologyConfig
 from projects.core import space as spaces
-from projects.core.study import SearchPlan, get_study
+from projects.core.specs.pipeline import SearchPlan
+from projects.core.study import get_study
 from projects.search import admission, driver, factories
 from projects.search import settings as search_settings
 

@@ -42,24 +42,24 @@ def test_fit_trains_with_the_configs_optimizer_and_returns_it():
 
 
 def test_pathology_trains_with_weight_decay_and_lr_from_its_config():
-    from projects.pathology import study
+    from projects.pathology import trainer
     from projects.pathology.config import PathologyConfig
 
     config = PathologyConfig(arch="unet", filters=2, depth=2, tile_size=64, embedded_images=6, embedded_size=128,
                              epochs=1, patience=0, device="cpu", precision="fp32", progress=False, **SETTINGS)
-    prepared = study.prepare_data(config)
+    prepared = trainer.prepare_data(config)
     with mlflow.start_run():
-        _, trained = study.TRAINER.train(config, prepared)
+        _, trained = trainer.TRAINER.train(config, prepared)
     assert {k: _group(trained.optimizer)[k] for k in SETTINGS} == SETTINGS
 
 
 def test_mammography_trains_with_weight_decay_and_lr_from_its_config():
-    from projects.mammography import study
+    from projects.mammography import trainer
     from projects.mammography.config import MammographyConfig
 
     config = MammographyConfig(arch="resnet10t", image_size=32, embedded_size=64, batch_size=16, epochs=1,
                                device="cpu", precision="fp32", progress=False, **SETTINGS)
-    prepared = study.prepare_data(config)
+    prepared = trainer.prepare_data(config)
     with mlflow.start_run():
-        _, trained = study.TRAINER.train(config, prepared)
+        _, trained = trainer.TRAINER.train(config, prepared)
     assert {k: _group(trained.optimizer)[k] for k in SETTINGS} == SETTINGS

@@ -13,7 +13,7 @@ from projects.core.errors import InputError
 from projects.mammography import data as mias
 from projects.mammography import roi, roi_data
 from projects.mammography import serving as mammo_serving
-from projects.pathology import preprocess, study
+from projects.pathology import preprocess, trainer
 from projects.pathology import serving as path_serving
 from projects.pathology.models import build_model
 
@@ -34,7 +34,7 @@ def test_model_tiles_are_training_tiles():
     # every training tile is one of the model's (which add the half-tile shifted ones)
     for k, (r, c) in enumerate((r, c) for r in range(0, 128, tile) for c in range(0, 192, tile)):
         assert np.array_equal(tiles[origins.index((r, c))], train_tiles[k])
-    assert np.array_equal(path_serving.tiles_batch(train_tiles), study.tiles_tensor(train_tiles).numpy())
+    assert np.array_equal(path_serving.tiles_batch(train_tiles), trainer.tiles_tensor(train_tiles).numpy())
 
 
 def test_mask_has_the_image_size_and_matches_the_network_on_aligned_tiles():
@@ -53,7 +53,7 @@ def test_mask_has_the_image_size_and_matches_the_network_on_aligned_tiles():
     # the prepared form (what the registry scores) is the training module on training tensors
     tiles = path_serving.image_tiles(image, 32, "hist")[0][:3]
     with torch.inference_mode():
-        eager = study.MaskProbabilities(net)(study.tiles_tensor(tiles)).numpy()
+        eager = trainer.MaskProbabilities(net)(trainer.tiles_tensor(tiles)).numpy()
     assert np.abs(model.predict(None, path_serving.tiles_batch(tiles)) - eager).max() < 1e-6
     with pytest.raises(InputError, match="output"):
         model.predict(None, pd.DataFrame({"image": [serving.encode_png(image)]}), {"output": "logits"})
