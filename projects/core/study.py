@@ -1,27 +1,21 @@
 """The study interface and the registry of studies.
 
-A study is one folder (`projects/<study>/`, or any importable package) that describes itself
-with one `Study` object: its name, config class, tasks, headline metric and baselines, its
-trainer (projects/core/trainer.py: the run's hooks), grid, search space and dashboard page.
-The platform looks studies up by name and never names one:
+A study is one package that registers one `Study` object when it is imported (like timm's
+`register_model`): its name, config, tasks, headline, trainer (projects/core/trainer.py), grid,
+search space and dashboard page. The platform looks studies up by name, never names one:
 
     study = get_study("pathology")
-    config = study.config_cls.of(arch="unet", epochs=3)
     with tracking.study_run(study.experiment, study.run_name(config)):
         result = study.run(config)
 
-What only some studies have is an optional capability, declared where it is read and checked
-there (isinstance of a runtime_checkable Protocol, or getattr): a paper (dashboards.paper.PaperStudy,
-projects.search.warm.PaperCellsStudy), a holdout (projects.core.specs.holdout.HoldoutStudy),
-the main job's profiles (pipeline/main.py), real-data blocks (pipeline/real_data.py,
-pipeline/rank_stability.py), benchmark models and sections (benchmarks/). A study without a
-paper implements nothing about papers. The plain data a study hands those readers: specs/.
+What only some studies have is optional and checked where it is read (a runtime_checkable
+Protocol, or getattr): a paper (dashboards.paper.PaperStudy, projects.search.warm.PaperCellsStudy),
+a holdout (projects.core.specs.holdout.HoldoutStudy), the main job's profiles, real-data blocks
+(pipeline/), benchmark models and sections (benchmarks/). The data a study hands them: specs/.
 
-Registration works like timm's `register_model`: a study module calls `register_study(MyStudy())`
-when it is imported. Which modules are imported: every entry point of the `medimg.studies`
-group (the built-in studies are declared in pyproject.toml; an installed package can add its
-own) and the modules named in `MEDIMG_STUDIES` (comma-separated; how tests and not-installed
-plug-ins add a study, subprocesses included).
+The modules imported: the `medimg.studies` entry points (the built-in studies are declared in
+pyproject.toml; an installed package can add its own) and those named in `MEDIMG_STUDIES`
+(comma-separated; how tests and not-installed plug-ins add a study, subprocesses included).
 """
 from __future__ import annotations
 
@@ -182,22 +176,18 @@ def _declared_in_checkout() -> tuple[str, dict[str, str]] | None:
 
 @functools.lru_cache(maxsize=1)
 def _entry_point_modules() -> tuple[str, ...]:
-    """The installed studies, read once per process: entry_points() scans every installed
-    distribution's metadata (~10 ms here), and a dashboard over 1,000 runs looked studies up
-    14,231 times (issue 30's profile: 130 of 152 s). Installing a study needs a new process.
-
-    In a source checkout the checkout's own pyproject.toml names the platform's studies, not
-    the metadata an editable install wrote when it was installed: that copy is not rewritten
-    when the entry points change (a study module renamed), and one venv may serve several
-    checkouts. Other distributions' studies come from their metadata as ever."""
-    installed = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    """The declared study modules, read once per process: entry_points() scans every installed
+    distribution's metadata (~10 ms), and a dashboard over 1,000 runs looked studies up 14,231
+    times (issue 30). In a source checkout its pyproject.toml names the platform's own studies:
+    an editable install's metadata is written at install time only (and one venv may serve
+    several checkouts), so it goes stale when a study module is renamed."""
+    installed = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     checkout = _declared_in_checkout()
+    values = [ep.value for ep in installed]
     if checkout is not None:
         own, declared = checkout
-        installed = [ep for ep in installed if ep.dist is None or _normalized(ep.dist.name) != own]
-        values = list(declared.values()) + [ep.value for ep in installed]
-    else:
-        values = [ep.value for ep in installed]
+        values = list(declared.values()) + [ep.value for ep in installed
+                                            if ep.dist is None or _normalized(ep.dist.name) != own]
     return tuple(value.split(":")[0].strip() for value in values)
 
 
