@@ -40,6 +40,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from projects.core import store_read
 from projects.core.bench import Section, Table, load_average
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,6 +280,7 @@ def _free_port() -> int:
 
 
 WHAT = ("promote", "dashboards", "warm_start")
+DIRECT = ("dashboards", "warm_start")  # readers that may read a server's database (MEDIMG_STORE_DB)
 
 
 def scale(sizes: list[int], backends: list[str], log=print) -> list[dict]:
@@ -298,11 +300,12 @@ def scale(sizes: list[int], backends: list[str], log=print) -> list[dict]:
                     row[what + "_mb"] = result["peak_mb"]
                     log(f"[benchmarks] store_scale: {backend} {n}: {what} {result['s']:.1f} s, "
                         f"{result['peak_mb']:.0f} MB")
-                if store.db_url:  # a team's dashboards job may be given the database itself
-                    result = measure(store.db_url, "dashboards", Path(tmp))
-                    row["dashboards_db"], row["dashboards_db_mb"] = result["s"], result["peak_mb"]
-                    log(f"[benchmarks] store_scale: {backend} {n}: dashboards from the database URL "
-                        f"{result['s']:.1f} s, {result['peak_mb']:.0f} MB")
+                if store.db_url:  # the team's readers given the server's database (MEDIMG_STORE_DB)
+                    for what in ("dashboards", "warm_start"):
+                        result = measure(uri, what, Path(tmp), {store_read.STORE_DB_ENV: store.db_url})
+                        row[what + "_db"], row[what + "_db_mb"] = result["s"], result["peak_mb"]
+                        log(f"[benchmarks] store_scale: {backend} {n}: {what} reading the database "
+                            f"{result['s']:.1f} s, {result['peak_mb']:.0f} MB")
                 row["load_after"] = load_average()
                 rows.append(row)
     return rows
@@ -311,16 +314,17 @@ def scale(sizes: list[int], backends: list[str], log=print) -> list[dict]:
 def table(rows: list[dict]) -> Table:
     t = Table("Store scale: promote (dry run), dashboards, warm start on stores of N runs", [
         "backend", "runs", "fill s", *(f"{w} s" for w in WHAT), *(f"{w} MB" for w in WHAT),
-        "dashboards from the database URL s / MB", "load before/after"])
+        *(f"{w} reading the database s / MB" for w in DIRECT), "load before/after"])
     for r in rows:
-        direct = f"{r['dashboards_db']:.1f} / {r['dashboards_db_mb']:.0f}" if "dashboards_db" in r else "-"
+        direct = [f"{r[w + '_db']:.1f} / {r[w + '_db_mb']:.0f}" if w + "_db" in r else "-" for w in DIRECT]
         t.add(r["backend"], r["runs"], round(r["fill_s"]), *(round(r[w], 1) for w in WHAT),
-              *(round(r[w + "_mb"]) for w in WHAT), direct, f"{r['load_before']} / {r['load_after']}")
+              *(round(r[w + "_mb"]) for w in WHAT), *direct, f"{r['load_before']} / {r['load_after']}")
     for backend in sorted({r["backend"] for r in rows}):
         mine = sorted((r for r in rows if r["backend"] == backend), key=lambda r: r["n"])
         if len(mine) >= 2:
             a, b = mine[0], mine[-1]
-            growth = ", ".join(f"{w} x{b[w] / max(a[w], 1e-9):.1f}" for w in (*WHAT, "dashboards_db") if w in a and w in b)
+            growth = ", ".join(f"{w} x{b[w] / max(a[w], 1e-9):.1f}" for w in (*WHAT, *(d + "_db" for d in DIRECT))
+                               if w in a and w in b)
             t.notes.append(f"{backend}: growth {a['runs']} -> {b['runs']} runs (x{b['runs'] / a['runs']:.1f}): {growth}")
     t.notes.append(f"targets at 10,000 runs on PostgreSQL: each < {TARGET_S:g} s, peak < {TARGET_MB} MB, "
                    "growth no worse than linear")
@@ -333,7 +337,7 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
     sec = Section("store_scale")
     sec.tables.append(table(rows))
     for r in rows:
-        for w in (w for w in (*WHAT, "dashboards_db") if w in r):
+        for w in (w for w in (*WHAT, *(d + "_db" for d in DIRECT)) if w in r):
             sec.metrics[f"store_scale.{r['backend']}.{r['n']}.{w}_s"] = r[w]
             sec.metrics[f"store_scale.{r['backend']}.{r['n']}.{w}_mb"] = r[w + "_mb"]
     last = rows[-1]

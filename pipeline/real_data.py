@@ -263,6 +263,9 @@ def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "")
                                               f"--blocks {b.name}` re-measures it as records"))
         else:
             body.append(block_section(s, b, store, sum(len(s.grid_configs(g)) for g in b.grids)))
+    from pipeline import real_search  # its sections: the platform's searches and their winners
+
+    body += [real_search.section(root, search, study) for study, search in real_search.searches(Path("data")).values()]
     registry = registry_section(root)
     if registry is None and "Registry" in kept:
         registry = _legacy(kept["Registry"], "from before records and before the registry's holdout-baseline gate; "

@@ -8,11 +8,13 @@ run (benchmarks/RESULTS.md, section 10). Four SELECTs over MLflow's tables (runs
 same values in about a tenth of the time. The schema is MLflow's, not a public API: the
 pinned MLflow version fixes it, tests/integration/test_dashboards.py checks this reader
 against `search_runs` on a filled store, and any SQL error falls back to `search_runs` with
-one line on stderr. A tracking server (http, the team store) is always read through its API.
+one line on stderr. A tracking server (http, the team store) is read through its API unless
+MEDIMG_STORE_DB names its database (docs/team.md).
 """
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,8 +46,23 @@ class StoreRun:
     data: RunData
 
 
+# A team server's database, for readers that may read it directly (a read-only role is
+# enough): a tracking server answers search_runs through the same ORM, and at 10,000 runs its
+# REST pages cost minutes (benchmarks/RESULTS.md, section 10). Writes still go to the server.
+STORE_DB_ENV = "MEDIMG_STORE_DB"
+
+
 def readable(uri: str) -> bool:
     return uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES
+
+
+def database_of(uri: str) -> str:
+    """The SQL database to read for a tracking URI: itself, or for a server the database named
+    by MEDIMG_STORE_DB ("" when there is none)."""
+    if readable(uri):
+        return uri
+    db = os.environ.get(STORE_DB_ENV, "")
+    return db if readable(db) else ""
 
 
 def read_runs(uri: str, experiment_ids: Sequence[str], status: str | None = None,
@@ -53,12 +70,13 @@ def read_runs(uri: str, experiment_ids: Sequence[str], status: str | None = None
     """Active runs of the experiments, newest first (search_runs' order), optionally only those
     with this status and these tag values; None when the store is not a SQL database or the
     read failed (the caller then uses search_runs)."""
-    if not readable(uri) or not experiment_ids:
+    db = database_of(uri)
+    if not db or not experiment_ids:
         return None
     try:
-        runs = _read(uri, [int(e) for e in experiment_ids])
+        runs = _read(db, [int(e) for e in experiment_ids])
     except Exception as exc:  # noqa: BLE001 - any schema or driver surprise: the API still works
-        print(f"[store] reading {uri.split(':', 1)[0]} tables directly failed ({type(exc).__name__}: "
+        print(f"[store] reading {db.split(':', 1)[0]} tables directly failed ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0][:200]}); reading through search_runs", file=sys.stderr)
         return None
     return [r for r in runs if (status is None or r.info.status == status)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from projects.core.specs.pipeline import RealDataBlock
+from projects.core import space as spaces
+from projects.core.specs.pipeline import RealDataBlock, RealSearch
 from projects.mammography.config import MammographyConfig
 from projects.mammography.grid import MammographyGridConfig
 
@@ -30,6 +31,33 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
                                        splits=["80:20"], augment_options=[False], benign_malignant=False,
                                        repeats=1 if quick else SEEDS) for preset in cells]
         out.append(RealDataBlock(f"mias-{name}", grids, METRICS, table, source=mias))
+    return out
+
+
+# The platform's own search on the ROI recipes (pipeline/real_search.py): every trial starts
+# from the preset and the search varies what the hand-picked recipe fixed (architecture, crop,
+# input size, learning rate and schedule, sampling, weight decay); validation decides, the
+# test split and the holdout stay untouched. Its winner becomes the preset when it is better.
+ROI_SPACE = ("arch=resnet18|resnet10t|resnet14t,image_size=32|48|64,roi_crop_px=128|192|256,"
+             "lr=0.0003:0.003:log,lr_schedule=constant|cosine,sampling=shuffle|balanced,"
+             "weight_decay=0|0.0001|0.001,augment=false")  # the film augmentation is for input=film
+SEARCHES = {"roi-normal-abnormal": "val_balanced_accuracy", "roi-7class": "val_f1_macro"}
+N_TRIALS = 24
+
+
+def searches(root: Path) -> list[RealSearch]:
+    mias = root / "mias"
+    out = []
+    for preset, objective in SEARCHES.items():
+        base = MammographyConfig.of(data=str(mias), preset=preset, **MEASURED)
+
+        def winner(params: dict, base=base, preset=preset) -> RealDataBlock:
+            grid = MammographyGridConfig(base=spaces.config_for(base, params), splits=["80:20"],
+                                         augment_options=[False], benign_malignant=False, repeats=SEEDS)
+            return RealDataBlock(f"search-{preset}-winner", [grid], METRICS, table, source=mias)
+
+        out.append(RealSearch(f"search-{preset}", mias, base=f"preset={preset},onnx_timing=false", space=ROI_SPACE,
+                              epochs=base.epochs, n_trials=N_TRIALS, objective=objective, winner_block=winner))
     return out
 
 

@@ -97,5 +97,10 @@ class MammographyStudy(Study):
 
         return blocks(root, quick)
 
+    def real_searches(self, root):
+        from projects.mammography.real_data import searches
+
+        return searches(root)
+
 
 STUDY = register_study(MammographyStudy())

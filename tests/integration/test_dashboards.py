@@ -202,13 +202,18 @@ def test_cli_no_log(tmp_path, capsys):
     assert MlflowClient().get_experiment_by_name(tracking.EXPERIMENTS["dashboard"]) is None
 
 
-def test_direct_store_read_equals_search_runs(monkeypatch, capsys):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_direct_store_read_equals_search_runs(backend, request, monkeypatch, capsys):
     """projects/core/store_read.py reads the SQL tables MLflow's API reads: the same runs, values
     (NaN metrics included) and order as search_runs, deleted runs left out, and the same
-    tidy table; an unreadable store falls back to search_runs with one line."""
+    tidy table; a server is read through its database only when MEDIMG_STORE_DB names it; an
+    unreadable store falls back to search_runs with one line."""
     import math
 
     import mlflow
+
+    if backend == "postgresql":
+        request.getfixturevalue("postgres_store")
 
     from benchmarks import store_scale
     from projects.core import store_read
@@ -234,6 +239,10 @@ def test_direct_store_read_equals_search_runs(monkeypatch, capsys):
         assert all(d.data.metrics[k] == a.data.metrics[k] or (math.isnan(d.data.metrics[k])
                                                               and math.isnan(a.data.metrics[k])) for k in d.data.metrics)
     assert store_read.read_runs("http://127.0.0.1:1", experiments) is None  # a server: its API
+    monkeypatch.setenv(store_read.STORE_DB_ENV, uri)  # ... unless its database is named
+    assert [r.info.run_id for r in store_read.read_runs("http://127.0.0.1:1", experiments)] == \
+           [r.info.run_id for r in api]
+    monkeypatch.delenv(store_read.STORE_DB_ENV)
     capsys.readouterr()
     assert store_read.read_runs("sqlite:////nonexistent/dir/x.db", experiments) is None
     assert "reading through search_runs" in capsys.readouterr().err

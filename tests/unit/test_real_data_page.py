@@ -30,8 +30,9 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     out = tmp_path / "REAL_DATA.md"
     assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     got = sections(out.read_text())
-    assert list(got) == ["mias-roi", "mias-film", "monuseg"]  # no registry record: no registry section
-    assert "Not measured yet" in got["mias-roi"]
+    # the blocks, then the platform's searches (pipeline/real_search.py); no registry record: no registry section
+    assert list(got) == ["mias-roi", "mias-film", "monuseg", "search-roi-normal-abnormal", "search-roi-7class"]
+    assert "Not measured yet" in got["mias-roi"] and "Not measured yet" in got["search-roi-7class"]
     monuseg = got["monuseg"]
     assert "2 trained models, 1.0 h" in monuseg and "aaa111, bbb222" in monuseg and "2 of the block's 3" in monuseg
     assert "load average 1.0-2.5 when units started and ended" in monuseg

@@ -5,7 +5,8 @@ the studies in the import layers (.importlinter), so a study cannot import them;
 data it hands them lives here, in core, named for the reader:
 
     dashboard.py   DashboardSpec, CurveSpec, GallerySpec         (dashboards/)
-    pipeline.py    StudyProfile, SearchPlan, RealDataBlock       (pipeline/main.py, pipeline/real_data.py)
+    pipeline.py    StudyProfile, SearchPlan, RealDataBlock,
+                   RealSearch                                    (pipeline/main.py, real_data.py, real_search.py)
     benchmarks.py  ReferenceModel, CaseData, TrainingReference,
                    SearchBenchmark                               (benchmarks/)
     holdout.py     HoldoutData, HoldoutStudy                     (registry/)

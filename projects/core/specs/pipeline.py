@@ -35,3 +35,18 @@ class RealDataBlock:
     metrics: tuple[str, ...]  # the held-out metrics the table shows (test_<name>, with intervals)
     table: Callable[[Any], list[str]]  # rows (one per record: pipeline.real_data.record_rows) -> markdown lines
     source: Path | None = None  # the public data set it needs (the page renders without it)
+
+
+@dataclass(frozen=True)
+class RealSearch:
+    """The platform's search on a real data set (pipeline/real_search.py): resumable through its
+    Optuna journal beside the records; its winner measured with seeds as a real-data block."""
+    name: str  # the Optuna study's name, the journal's file name, the page's section
+    source: Path  # the data set's folder
+    base: str  # settings of every trial, in --base syntax (a preset, usually)
+    space: str  # --space syntax
+    epochs: int
+    n_trials: int
+    objective: str  # a val_* metric (the search never sees a test number)
+    winner_block: Callable[[dict], RealDataBlock]  # the winner's searched settings -> its seeds as a block
+
