@@ -251,7 +251,7 @@ def registry_section(root: Path) -> str | None:
                       f"these runs:", "", *[f"- {line}" for line in lines], ""])
 
 
-def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "") -> str:
+def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "", quick: bool = False) -> str:
     """The page from the records. A block or registry without records keeps the section the
     page already had (measured before records existed), marked as such, until it is measured."""
     kept = sections(old)
@@ -265,7 +265,8 @@ def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "")
             body.append(block_section(s, b, store, sum(len(s.grid_configs(g)) for g in b.grids)))
     from pipeline import real_search  # its sections: the platform's searches and their winners
 
-    body += [real_search.section(root, search, study) for study, search in real_search.searches(Path("data")).values()]
+    body += [real_search.section(root, search, study)
+             for study, search in real_search.searches(Path("data"), quick).values()]
     registry = registry_section(root)
     if registry is None and "Registry" in kept:
         registry = _legacy(kept["Registry"], "from before records and before the registry's holdout-baseline gate; "
@@ -349,12 +350,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{block.name}] measured {measured}, already recorded {skipped}, left {left}",
                   file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(render(root, every, old))  # after every block
+            args.out.write_text(render(root, every, old, args.quick))  # after every block
         if args.promote:
             from registry import promote
 
             write_registry_record(root, promote.promote_all(dry_run=False))
-    text = render(root, every, old)
+    text = render(root, every, old, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 from pathlib import Path
 
 from projects.core import cli, records, runtime, tracking
@@ -29,9 +31,16 @@ from projects.core.study import Study, all_studies
 SEARCHES = "searches"  # records/<SEARCHES>/<name>.journal
 
 
-def searches(data_root: Path) -> dict[str, tuple[Study, RealSearch]]:
-    return {s.name: (study, s) for study in all_studies()
-            for s in (study.real_searches(data_root) if hasattr(study, "real_searches") else [])}
+@runtime_checkable
+class SearchingStudy(Protocol):
+    """A study with searches on this page: the platform's search on its public data sets."""
+
+    def real_searches(self, root: Path, quick: bool = False) -> Sequence[RealSearch]: ...
+
+
+def searches(data_root: Path, quick: bool = False) -> dict[str, tuple[Study, RealSearch]]:
+    return {s.name: (study, s) for study in all_studies() if isinstance(study, SearchingStudy)
+            for s in study.real_searches(data_root, quick)}
 
 
 def journal(root: Path, search: RealSearch) -> Path:
@@ -116,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--searches", type=cli.str_list, default=[], help="a subset of the searches (default: all)")
     parser.add_argument("--budget-min", type=float, default=0, help="start no new trial or unit after this many minutes")
     parser.add_argument("--render", action="store_true", help="only re-render the page's sections from the records")
-    parser.add_argument("--records", type=Path, default=records.RECORDS)
+    parser.add_argument("--quick", type=cli.str2bool, default=False,
+                        help="2 trials of 1 epoch, one seed of the winner: wiring only (records under the cache)")
+    parser.add_argument("--records", type=Path, default=None, help="folder of the records (default: results/records)")
     parser.add_argument("--out", type=Path, default=real_data.OUT)
     args = parser.parse_args(argv)
-    known = searches(args.data_root.resolve())
+    args.records = args.records or (runtime.cache_dir() / "records-quick" if args.quick else records.RECORDS)
+    known = searches(args.data_root.resolve(), args.quick)
     unknown = [s for s in args.searches if s not in known]
     if unknown:
         raise InputError("--searches", f"unknown search(es) {', '.join(unknown)}; here: {', '.join(known) or '(none)'}")
@@ -137,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 block = search.winner_block(params)
                 real_data.run_block(study, block, RecordStore(args.records / block.name), budget)
     # the whole page, as pipeline.real_data renders it (its blocks, these searches, the registry)
-    return real_data.main(["--render", "--records", str(args.records), "--out", str(args.out)])
+    return real_data.main(["--render", "--quick", str(args.quick).lower(), "--records", str(args.records),
+                           "--out", str(args.out)])
 
 
 if __name__ == "__main__":

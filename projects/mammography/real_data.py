@@ -45,19 +45,21 @@ SEARCHES = {"roi-normal-abnormal": "val_balanced_accuracy", "roi-7class": "val_f
 N_TRIALS = 24
 
 
-def searches(root: Path) -> list[RealSearch]:
+def searches(root: Path, quick: bool = False) -> list[RealSearch]:
+    """quick: 2 trials of 1 epoch and one seed of the winner (the wiring only)."""
     mias = root / "mias"
     out = []
     for preset, objective in SEARCHES.items():
-        base = MammographyConfig.of(data=str(mias), preset=preset, **MEASURED)
+        base = MammographyConfig.of(data=str(mias), preset=preset, **MEASURED).replace(**({"epochs": 1} if quick else {}))
 
         def winner(params: dict, base=base, preset=preset) -> RealDataBlock:
             grid = MammographyGridConfig(base=spaces.config_for(base, params), splits=["80:20"],
-                                         augment_options=[False], benign_malignant=False, repeats=SEEDS)
+                                         augment_options=[False], benign_malignant=False, repeats=1 if quick else SEEDS)
             return RealDataBlock(f"search-{preset}-winner", [grid], METRICS, table, source=mias)
 
         out.append(RealSearch(f"search-{preset}", mias, base=f"preset={preset},onnx_timing=false", space=ROI_SPACE,
-                              epochs=base.epochs, n_trials=N_TRIALS, objective=objective, winner_block=winner))
+                              epochs=base.epochs, n_trials=2 if quick else N_TRIALS, objective=objective,
+                              winner_block=winner))
     return out
 
 

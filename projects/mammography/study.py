@@ -97,10 +97,10 @@ class MammographyStudy(Study):
 
         return blocks(root, quick)
 
-    def real_searches(self, root):
+    def real_searches(self, root, quick=False):
         from projects.mammography.real_data import searches
 
-        return searches(root)
+        return searches(root, quick)
 
 
 STUDY = register_study(MammographyStudy())

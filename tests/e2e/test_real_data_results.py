@@ -85,3 +85,33 @@ def test_an_unknown_block_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--blocks" in lines[0] and "nope" in lines[0] and "mias-roi" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_real_data_search_resumes_from_its_journal_and_measures_its_winner(tmp_path):
+    """pipeline/real_search.py on a MIAS-format copy of the embedded films (quick: 2 trials of 1
+    epoch, one seed of the winner): the search's Optuna study is a journal beside the records,
+    the winner is trained as a record scored on the holdout, and a second run trains nothing."""
+    from pipeline import real_search
+
+    root = tmp_path / "data"
+    shutil.copytree(ensure_mias(), root / "mias")
+    records, out = tmp_path / "records", tmp_path / "REAL_DATA.md"
+    args = ["--data-root", str(root), "--searches", "search-roi-normal-abnormal", "--quick", "true",
+            "--records", str(records), "--out", str(out)]
+    assert real_search.main(args) == 0
+    _, spec = real_search.searches(root, quick=True)["search-roi-normal-abnormal"]
+    study = real_search.load(records, spec)
+    assert len(real_search.finished_trials(study)) == 2 and (records / "searches" / f"{spec.name}.journal").is_file()
+    winner = real_search.winner(records, spec)
+    assert winner == study.best_trial.params
+    (rec,) = RecordStore(records / spec.winner_block(winner).name).all()
+    assert rec.status == "FINISHED" and rec.holdout["balanced_accuracy"] is not None
+    assert all(rec.settings[k] == v for k, v in winner.items() if k in rec.settings)
+    got = real_data.sections(out.read_text())[spec.name]
+    assert "2 of 2 trials" in got and "| roi_normal_abnormal | 0 |" in got
+    assert running_runs() == []
+
+    assert real_search.main(args) == 0  # again: the journal and the record say it is done
+    assert len(real_search.finished_trials(real_search.load(records, spec))) == 2
+    assert [r.run_id for r in RecordStore(records / spec.winner_block(winner).name).all()] == [rec.run_id]
