@@ -30,6 +30,7 @@ from registry.gates.smoke import GATE_SMOKE
 from registry import promote as P
 from registry import store
 from registry.policy import load_policies, load_policy
+from minimal_policy import MINIMAL_POLICY
 
 REPO = Path(__file__).resolve().parents[2]
 # The rules, gates, rollback and races are tested on candidates whose own test numbers the test
@@ -178,15 +179,7 @@ def test_repository_policies_cover_every_registered_model():
     assert "within" not in patho.alias("champion").describe()
 
 
-GOOD = """
-model: pathology-tumor
-study: pathology
-task: tumor
-gates:
-  beats_baseline: {metric: test_jaccard, above: [baseline_jaccard_all_background]}
-aliases:
-  champion: {pick: max test_jaccard}
-"""
+GOOD = MINIMAL_POLICY
 
 
 @pytest.mark.parametrize("change, problem", [

@@ -9,16 +9,9 @@ import pytest
 from projects.core.errors import InputError
 from registry import gates as G
 from registry.policy import load_policy, schema
+from minimal_policy import MINIMAL_POLICY
 
-POLICY = """
-model: pathology-tumor
-study: pathology
-task: tumor
-gates:
-  beats_baseline: {metric: test_jaccard, above: [baseline_jaccard_all_background]}
-aliases:
-  champion: {pick: max test_jaccard}
-"""
+POLICY = MINIMAL_POLICY
 
 
 def test_the_built_in_gates_run_in_the_default_order():

@@ -9,16 +9,9 @@ import pytest
 
 from projects.core.errors import InputError
 from registry.policy import POLICY_DIR, SCHEMA_FILE, load_policy, main, schema
+from minimal_policy import MINIMAL_POLICY
 
-GOOD = """
-model: pathology-tumor
-study: pathology
-task: tumor
-gates:
-  beats_baseline: {metric: test_jaccard, above: [baseline_jaccard_all_background]}
-aliases:
-  champion: {pick: max test_jaccard}
-"""
+GOOD = MINIMAL_POLICY
 
 
 def test_the_committed_schema_is_the_generated_one():
