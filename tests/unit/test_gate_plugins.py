@@ -1,7 +1,7 @@
 """Gates are plug-ins: the built-in ones are found by a scan of registry/gates/, a toy gate
 from the tests folder (tests/toy_gate.py, added through MEDIMG_GATES) becomes a policy key
 with its own parameters and a place in the chain, and the passed-gate record has one writer
-and one reader. (The toy gate deciding a real promotion: tests/integration/test_gate_plugins.py.)"""
+and one reader. (The toy gate deciding a real promotion: tests/integration/test_toy_gate_promotion.py.)"""
 from __future__ import annotations
 
 import pytest
