@@ -161,3 +161,10 @@ def test_every_exception_to_the_size_budget_is_still_needed():
             lengths[key] = max(n, lengths.get(key, 0))
     stale += [f for f in LONG_FUNCTIONS if lengths.get(f, 0) <= MAX_FUNCTION_LINES]
     assert not stale, f"no longer over the budget, drop them from the lists: {stale}"
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test files by basename (rootdir mode, no __init__.py): two files of the
+    same name in different folders stop the whole suite at collection."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
