@@ -33,7 +33,9 @@ class MammographyGridConfig:
 def scenarios(grid: MammographyGridConfig) -> list[MammographyConfig]:
     out = []
     for arch in grid.archs or [grid.base.arch]:
-        cells = [(grid.base.task, split, aug) for split in grid.splits for aug in grid.augment_options]
+        # the paper's augmented scenario is film augmentation; ROI crops are always augmented
+        augments = grid.augment_options if grid.base.input == "film" else [False]
+        cells = [(grid.base.task, split, aug) for split in grid.splits for aug in augments]
         if grid.benign_malignant and grid.base.task != "benign_malignant":
             cells.append(("benign_malignant", "75:25", False))
         for task, split, aug in cells:

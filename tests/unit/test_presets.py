@@ -42,3 +42,13 @@ def test_the_real_data_page_trains_the_presets():
         assert [b.preset for b in bases] == names
         for base, name in zip(bases, names):
             assert all(getattr(base, k) == v for k, v in PRESETS[name].items())
+
+
+def test_a_grid_of_roi_presets_has_no_film_augmentation_scenario():
+    from projects.mammography.grid import MammographyGridConfig, scenarios
+
+    roi = scenarios(MammographyGridConfig(base=MammographyConfig.of(preset="roi-7class"), splits=["80:20"],
+                                          benign_malignant=False))
+    assert [c.augment for c in roi] == [False] and roi[0].input == "roi"
+    film = scenarios(MammographyGridConfig(base=MammographyConfig.of(), splits=["80:20"], benign_malignant=False))
+    assert [c.augment for c in film] == [False, True]  # the paper's original and augmented
