@@ -104,7 +104,7 @@ def describe(block: RealDataBlock) -> str:
     """What varies across the block's configurations and what they share, from the configs."""
     configs = [g.base.flat() for g in block.grids]
     varied = {k for k in configs[0] if len({str(c[k]) for c in configs}) > 1}
-    data = configs[0].get("data", "")
+    data = Path(str(configs[0].get("data", ""))).name  # the data set, not this machine's path to it
     return (f"{len(configs)} configurations over {', '.join(sorted(varied))}; data {data}, "
             f"tile {configs[0].get('tile_size')} px, {configs[0].get('epochs')} epochs")
 
