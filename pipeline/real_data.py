@@ -10,9 +10,9 @@ records alone.
 
 A rerun skips every unit whose record has the same settings and data digest, so a job that is
 killed, or stopped by `--budget-min`, goes on where it ended; inside a unit, from its last
-epoch: the unit in progress keeps its checkpoint beside the records
-(`results/records/<block>/partial/<key>.pt`, removed when the unit is recorded), so a unit
-longer than one sitting resumes on another machine once that file is committed. Each unit is also an MLflow run
+epoch when the same machine still has the unit's checkpoint (under the cache: weights stay out
+of the repository, so a unit is the smallest piece of a measurement that moves between
+machines). Each unit is also an MLflow run
 (children of `real-<block>-<task>` parents) that the UI, the dashboards and the registry see;
 its record adds the scores of its logged model on the study's holdout (MoNuSeg's 14 official
 test images; mini-MIAS's held-out patients) with 95% intervals over the holdout's units.
@@ -63,11 +63,9 @@ def unit_settings(config) -> dict:
             if k not in NOT_IN_KEY and not (k in NEUTRAL_LATER and v == NEUTRAL_LATER[k])}
 
 
-PARTIAL = "partial"  # the unit in progress: its last epoch's checkpoint, under the block's records
-
-
-def checkpoint_path(store: RecordStore, key: str) -> Path:
-    return store.root / PARTIAL / f"{key}.pt"
+def checkpoint_dir(block: str) -> Path:
+    """Where the units in progress of a block keep their last epoch's checkpoint."""
+    return runtime.cache_dir() / "checkpoints" / block
 
 
 def holdout_scores(study: Study, run) -> tuple[dict[str, float], str]:
@@ -132,7 +130,7 @@ def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
     """Inside its child run: train (resuming from the unit's checkpoint, if any), score on the
     holdout, write the record. Returns the run's metrics for the grid table."""
     started, load = time.perf_counter(), records.load_1min()
-    checkpoint = checkpoint_path(store, unit.key)
+    checkpoint = checkpoint_dir(unit.block.name) / f"{unit.key}.pt"
     with training.resumable(checkpoint):
         result = unit.study.run(unit.config, unit.prepared, run_kind=tracking.RUN_KIND_GRID_CHILD)
     client = MlflowClient()

@@ -60,8 +60,8 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path):
     assert runs[first[0].unit] == ["FINISHED"]
     assert all(statuses.count("FINISHED") == 1 for statuses in runs.values())
     assert running_runs() == []  # the killed unit's run was closed as FAILED, not left RUNNING
-    # every unit recorded: no checkpoint of a unit in progress is left beside the records
-    assert not list((records / "mias-roi" / real_data.PARTIAL).glob("*.pt"))
+    # every unit recorded: no checkpoint of a unit in progress is left behind
+    assert not list(real_data.checkpoint_dir("mias-roi").glob("*.pt"))
 
     got = real_data.sections(out.read_text())
     assert list(got) == ["mias-roi", "mias-film", "monuseg", "search-roi-normal-abnormal", "search-roi-7class",
