@@ -228,8 +228,9 @@ def curve_figure(table: pd.DataFrame, curve: CurveSpec, paper: pd.DataFrame | No
         if metric not in sub:
             continue
         for i, key in enumerate(groups):
-            rows = sub[np.logical_and.reduce([sub[c] == v for c, v in zip(curve.groups, key)])]
-            name = ", ".join(f"{c}={v}" if c != "arch" else str(v) for c, v in zip(curve.groups, key))
+            # no groups: one line through every run (reduce of an empty list would be a bare True)
+            rows = sub[np.logical_and.reduce([sub[c] == v for c, v in zip(curve.groups, key)])] if key else sub
+            name = ", ".join(f"{c}={v}" if c != "arch" else str(v) for c, v in zip(curve.groups, key)) or "runs"
             _group_traces(fig, rows, name, colour_of[key], curve, metric, j, shift * (i - (len(groups) - 1) / 2), shown)
         _baseline_traces(fig, sub, curve, baselines, j, shown)
         _paper_traces(fig, paper, curve, metric, colour_of, j, shown)

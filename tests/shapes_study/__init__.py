@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from projects.core import artifacts, tracking
-from projects.core.config import Config, Section, section, setting
+from projects.core.config import Config, section, setting
 from projects.core.specs.dashboard import CurveSpec, DashboardSpec
 from projects.core.specs.headline import Headline
 from projects.core.study import Study, register_study
@@ -26,17 +26,12 @@ ACC, BASE = tracking.test_metric("accuracy"), tracking.baseline_metric("majority
 
 
 @dataclass
-class ShapesData(Section):
+class ShapesSettings(TrainConfig):  # one section: the generated data, the CNN and its training
     data: str = setting("embedded", "'embedded' (generated; the only source)", choices=("embedded",))
     n_images: int = setting(240, "generated images", min=20)
     image_size: int = setting(24, "image size in px", min=12, max=128)
-    noise: float = setting(0.15, "Gaussian noise on the images", min=0)
-    arch: str = setting("cnn", "cnn | linear", choices=("cnn", "linear"))
+    arch: str = setting("cnn", "the one architecture: a two-layer CNN", choices=("cnn",))
     width: int = setting(8, "channels of the first conv", min=1)
-
-
-@dataclass
-class ShapesTrain(TrainConfig):
     epochs: int = setting(4, "training epochs", min=1)
     batch_size: int = setting(16, "batch size", min=2)
     lr: float = setting(1e-2, "Adam learning rate", positive=True)
@@ -44,30 +39,26 @@ class ShapesTrain(TrainConfig):
 
 @dataclass(init=False)
 class ShapesConfig(Config):
-    dataset: ShapesData = section(ShapesData)
-    train: ShapesTrain = section(ShapesTrain)
+    train: ShapesSettings = section(ShapesSettings)
 
 
 @dataclass
 class ShapesGrid:
     base: ShapesConfig = setting(ShapesConfig(), "every cell's settings", cli_flag=False)
     widths: list[int] = setting([4, 8], "first-conv widths to compare")
-    repeats: int = setting(1, "seeds per cell", min=1)
 
 
 def generate(cfg: ShapesConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Vertical (0) and horizontal (1) bars with noise, the same for every run of the settings."""
-    rng, s = np.random.default_rng(cfg.n_images * 1000 + cfg.image_size), cfg.image_size
-    images = np.zeros((cfg.n_images, 1, s, s), np.float32)
+    """Vertical (label 0) and horizontal (1) bars in Gaussian noise, the same for every run of the settings."""
+    rng, s = np.random.default_rng(cfg.image_size), cfg.image_size
+    images = rng.normal(0, 0.15, (cfg.n_images, 1, s, s)).astype(np.float32)
     for i, image in enumerate(images):
-        length, width = int(rng.integers(s // 2, s)), int(rng.integers(2, max(3, s // 6)))
-        a, b = int(rng.integers(0, s - length + 1)), int(rng.integers(0, s - width + 1))
-        bar = np.zeros((s, s), np.float32)
-        bar[a:a + length, b:b + width] = 1.0
-        image[0] = np.clip((bar.T if i % 2 else bar) + rng.normal(0, cfg.noise, (s, s)), 0, 1)
-    return images, np.arange(cfg.n_images, dtype=np.int64) % 2
+        r, c = rng.integers(0, s // 2, 2)
+        (image[0].T if i % 2 else image[0])[r:r + s // 2, c:c + 2] += 1.0  # .T is a view: the bar lies across
+    return images, np.arange(cfg.n_images) % 2
 
 
+@torch.inference_mode()
 def evaluate(model, batches) -> dict[str, float]:
     out, targets = (torch.cat(t) for t in zip(*((model(x), y) for x, y in batches)))
     return {"loss": float(nn.functional.cross_entropy(out, targets)),
@@ -78,12 +69,11 @@ class ShapesTrainer(Trainer):
     """The hooks of a shapes run; the platform's trainer does the rest."""
     study = NAME
     minus_baseline = {"accuracy": ("majority_accuracy",)}
-    summary = "{config.arch} w={config.width}: test accuracy {test[accuracy]:.3f} (baseline {base[majority_accuracy]:.3f})"
 
     def prepare(self, cfg):  # (images, labels) of train, val and test: 60:20:20
         (images, labels), n = map(torch.from_numpy, generate(cfg)), cfg.n_images
         parts = np.split(np.random.default_rng(cfg.seed).permutation(n), [int(0.6 * n), int(0.8 * n)])
-        return SimpleNamespace(digest=f"shapes-{n}-{cfg.image_size}-{cfg.noise}",
+        return SimpleNamespace(digest=f"shapes-{n}-{cfg.image_size}",
                                **{k: (images[v], labels[v]) for k, v in zip(("train", "val", "test"), parts)})
 
     def describe(self, cfg, prepared):
@@ -94,8 +84,6 @@ class ShapesTrainer(Trainer):
         return {"majority_accuracy": float((test == np.bincount(train, minlength=2).argmax()).mean())}
 
     def build_model(self, cfg, prepared):
-        if cfg.arch == "linear":
-            return nn.Sequential(nn.Flatten(), nn.Linear(cfg.image_size ** 2, 2))
         w = cfg.width
         return nn.Sequential(nn.Conv2d(1, w, 5, padding=2), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
@@ -104,16 +92,15 @@ class ShapesTrainer(Trainer):
     def loss(self, cfg, prepared):
         return nn.CrossEntropyLoss()
 
+    def evaluator(self, cfg, prepared):
+        return evaluate
+
     def loaders(self, cfg, prepared, generator):
         return (DataLoader(TensorDataset(*prepared.train), batch_size=cfg.batch_size, shuffle=True, generator=generator),
                 DataLoader(TensorDataset(*prepared.val), batch_size=64))
 
-    def evaluator(self, cfg, prepared):
-        return evaluate
-
     def test(self, cfg, prepared, model):
-        with torch.inference_mode():
-            return TestOutcome({"accuracy": evaluate(model.eval(), [prepared.test])["accuracy"]})
+        return TestOutcome({"accuracy": evaluate(model.eval(), [prepared.test])["accuracy"]})
 
     def timed_inputs(self, cfg, prepared, outcome):
         return prepared.test[0][:8]
@@ -126,23 +113,19 @@ class ShapesStudy(Study):
     name, tasks, trainer = NAME, (TASK,), ShapesTrainer()
     config_cls, grid_cls = ShapesConfig, ShapesGrid
     headline = Headline("accuracy", "test accuracy", baselines=(BASE,), selection=tracking.val_metric("accuracy"))
-    data_fields = grid_data_fields = ("data", "n_images", "image_size", "noise", "seed")
-    default_space = "arch=cnn|linear,width=2|4|8"
+    data_fields = grid_data_fields = ("data", "n_images", "image_size", "seed")
+    default_space = "width=2|4|8"
     summary_metrics = ((ACC, "acc"), (BASE, "baseline"))
     policy_dirs = (str(Path(__file__).resolve().parent / "policies"),)
-    dashboard = DashboardSpec(
-        title="Shapes (generated)", metrics=(ACC, BASE), size_by="width", size_label="first-conv width",
-        hover=("width {width}",), run_columns=("image_size",),
-        curves=(CurveSpec(title="Accuracy against width", caption="Mean over seeds; dashed: the majority baseline.",
-                          x="width", x_label="first-conv width", groups=("arch",),
-                          panels=((ACC, "test accuracy", ((BASE, "majority baseline"),)),)),))
+    dashboard = DashboardSpec("Shapes (generated)", (ACC, BASE), "width", "first-conv width", curves=(CurveSpec(
+        "Accuracy against width", "Dashed: the majority baseline.", "width", "first-conv width", groups=(),
+        panels=((ACC, "test accuracy", ((BASE, "majority baseline"),)),)),))
 
     def grid_configs(self, grid) -> list:
-        return [grid.base.replace(width=w, seed=grid.base.seed + r) for w in grid.widths for r in range(grid.repeats)]
+        return [grid.base.replace(width=w) for w in grid.widths]
 
     def grid_cell(self, config):
-        return f"{config.arch}-w{config.width}-s{config.seed}", {"arch": config.arch, "width": config.width,
-                                                                 "seed": config.seed}
+        return f"w{config.width}-s{config.seed}", {"width": config.width, "seed": config.seed}
 
 
 STUDY = register_study(ShapesStudy())
