@@ -43,7 +43,8 @@ OUT = runtime.REPO_ROOT / "results" / "REAL_DATA.md"
 # Settings that do not change what a unit measures: not part of its key. `data` is a path on
 # one machine; the data's identity is the digest beside it.
 NOT_IN_KEY = ("data", "progress", "preset")  # a preset's name: its values are in the settings
-REGISTRY = "registry"  # the record of the last promotion (records/registry/last.json)
+REGISTRY = "registry"  # what promote decided, one record per registered model (records/registry/<model>.json)
+LEGACY_REGISTRY = "last"  # the one record of every model written before records were per model
 
 
 @runtime_checkable
@@ -240,13 +241,23 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
 
 
 def registry_section(root: Path) -> str | None:
-    rec = RecordStore(root / REGISTRY).get("last")
-    if rec is None:
+    """Each model's aliases as its last promotion with candidates left them. A store holds the
+    runs of the blocks measured in it (a session measures some blocks), so a promotion that saw
+    no candidate of a model leaves that model's earlier record standing."""
+    recs = {r.key: r for r in RecordStore(root / REGISTRY).all()}
+    legacy = recs.pop(LEGACY_REGISTRY, None)
+    if not recs and legacy is None:
         return None
-    lines = rec.settings.get("lines", [])
-    return "\n".join([f"## Registry", "", f"`promote` after the measurement at commit {rec.commit} on "
-                      f"{rec.finished[:10]}, with the policies' gates of that commit, in the store that holds "
-                      f"these runs:", "", *[f"- {line}" for line in lines], ""])
+    lines = ["## Registry", "", "Each model as `promote` left it after the last measurement whose store held its "
+             "candidates (the policies' gates of that commit; aliases name versions of that store):", ""]
+    for rec in sorted(recs.values(), key=lambda r: r.key):
+        lines += [f"- {rec.settings['summary']} (commit {rec.commit}, {rec.finished[:10]})", "",
+                  "  ```", *[f"  {line}" for line in rec.settings.get("table", [])], "  ```", ""]
+    for line in (legacy.settings.get("lines", []) if legacy else []):
+        model = line.split(":", 1)[0]
+        if model not in recs and not line.endswith("no candidates"):
+            lines += [f"- {line} (commit {legacy.commit}, {legacy.finished[:10]}: before the holdout-baseline gate)", ""]
+    return "\n".join(lines)
 
 
 def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "", quick: bool = False) -> str:
@@ -298,10 +309,15 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def write_registry_record(root: Path, summary: str) -> None:
-    RecordStore(root / REGISTRY).write(Record(
-        block=REGISTRY, unit="promote", key="last", settings={"lines": summary.split("; ")}, data_digest="",
-        machine=records.machine(), commit=records.commit(), finished=records.now()))
+def write_registry_records(root: Path, reports) -> None:
+    """One record per model that had candidates in this store (or an alias to keep or remove)."""
+    for report in reports:
+        if not report.n_candidates and not any(d.before for d in report.decisions):
+            continue
+        RecordStore(root / REGISTRY).write(Record(
+            block=REGISTRY, unit=report.model, key=report.model, data_digest="",
+            settings={"summary": report.summary(), "table": report.table().split("\n")},
+            machine=records.machine(), commit=records.commit(), finished=records.now()))
 
 
 @cli.entry_point
@@ -352,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.promote:
             from registry import promote
 
-            write_registry_record(root, promote.promote_all(dry_run=False))
+            write_registry_records(root, promote.promote_reports(dry_run=False))
     text = render(root, every, old, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

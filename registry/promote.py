@@ -59,14 +59,18 @@ def promote_model(name: str, dry_run: bool = False, *, policy: Policy | None = N
 
 def promote_all(dry_run: bool = False, out: TextIO | None = None) -> str:
     """Every policy in registry/policies/; returns a one-line summary per model, joined by '; '."""
+    return "; ".join(r.summary() for r in promote_reports(dry_run, out))
+
+
+def promote_reports(dry_run: bool = False, out: TextIO | None = None) -> list[ModelReport]:
+    """Every policy in registry/policies/, applied in name order: one report per model."""
     tracking.setup_tracking()
     policies = sorted(load_policies().items())
     if not dry_run:  # all refused or none: no model promoted before another one is refused
         client = MlflowClient()
         for name, policy in policies:
             store.check_can_manage(client, name, policy)
-    reports = [promote_model(name, dry_run, policy=policy, out=out) for name, policy in policies]
-    return "; ".join(r.summary() for r in reports)
+    return [promote_model(name, dry_run, policy=policy, out=out) for name, policy in policies]
 
 
 def _previous_holder(hist: list[dict], holder: str) -> tuple[bool, bool, str | None]:

@@ -31,7 +31,8 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     got = sections(out.read_text())
     # the blocks, then the platform's searches (pipeline/real_search.py); no registry record: no registry section
-    assert list(got) == ["mias-roi", "mias-film", "monuseg", "search-roi-normal-abnormal", "search-roi-7class"]
+    assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "search-roi-normal-abnormal",
+                         "search-roi-7class"]
     assert "Not measured yet" in got["mias-roi"] and "Not measured yet" in got["search-roi-7class"]
     monuseg = got["monuseg"]
     assert "2 trained models, 1.0 h" in monuseg and "aaa111, bbb222" in monuseg and "2 of the block's 3" in monuseg
@@ -63,3 +64,27 @@ def test_blocks_without_records_keep_their_earlier_section_marked_as_such(tmp_pa
     first = out.read_text()
     assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     assert out.read_text() == first  # the note is not added twice
+
+
+def test_each_model_keeps_its_last_promotion_with_candidates(tmp_path):
+    """A session's store holds only the blocks it measured: a model without candidates there
+    keeps its earlier line; a legacy all-models record fills in only models with no record."""
+    from pipeline.real_data import LEGACY_REGISTRY, REGISTRY, write_registry_records
+    from registry.report import MOVED, NONE, Decision, ModelReport
+
+    store = RecordStore(tmp_path / "records" / REGISTRY)
+    store.write(Record(block=REGISTRY, unit="promote", key=LEGACY_REGISTRY, data_digest="", commit="old111",
+                       finished="2026-12-01T00:00:00+00:00",
+                       settings={"lines": ["mammography-roi_7class: no candidates",
+                                           "mammography-roi_normal_abnormal: champion->v2",
+                                           "pathology-tumor: champion->v1"]}))
+    moved = ModelReport("pathology-tumor", "p@1", False, 3, [Decision("champion", "max holdout_jaccard", None, "1", MOVED)], [])
+    empty = ModelReport("mammography-roi_7class", "p@1", False, 0, [Decision("champion", "r", None, None, NONE)], [])
+    write_registry_records(tmp_path / "records", [moved, empty])
+    assert sorted(r.key for r in store.all()) == [LEGACY_REGISTRY, "pathology-tumor"]  # nothing written for empty
+    out = tmp_path / "REAL_DATA.md"
+    assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    registry = sections(out.read_text())["Registry"]
+    assert "- pathology-tumor: champion->v1 (commit" in registry and "3 candidate runs" in registry
+    assert "mammography-roi_normal_abnormal: champion->v2 (commit old111" in registry
+    assert registry.count("pathology-tumor:") == 1 and "roi_7class" not in registry

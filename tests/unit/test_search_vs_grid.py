@@ -62,3 +62,12 @@ def test_section_renders_from_records_alone(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "seed" not in line]
     assert len(rows) == 2 * len(svg.SAMPLERS) * len(svg.SEEDS)  # each sampler and rule, each seed
     assert "hindsight: median" in text and "a priori: median" in text
+
+
+def test_the_searched_monuseg_block_trains_what_the_committed_grid_records_pick():
+    from projects.core import records
+    from projects.pathology.real_data import SEARCHED
+
+    pick = svg.search_pick(records.RECORDS)
+    assert pick is not None, "the rank-monuseg grid records are committed (36 configurations)"
+    assert dict(pick.params) == SEARCHED
