@@ -75,7 +75,7 @@ SKIP_EXPERIMENTS = (tracking.EXPERIMENTS["dashboard"], tracking.EXPERIMENTS["ben
 
 # The columns every tidy table has, in this order (metrics follow).
 SETTING_COLUMNS = ("run_id", "run_name", "experiment_id", "experiment", "status", "start_time",
-                   "end_time", "parent_run_id", "study", "task", "arch", "depth", "filters",
+                   "end_time", "parent_run_id", "study", "task", "data_set", "arch", "depth", "filters",
                    "image_size", "split", "test_fraction", "augment", "seed", "run_kind",
                    "dataset_digest", "trial_number", "trial_state", "aliases", "registered")
 INT_COLUMNS = ("depth", "filters", "image_size", "seed", "trial_number")
@@ -171,6 +171,7 @@ def load_runs(mlc: MlflowClient | None = None, registry: pd.DataFrame | None = N
             "parent_run_id": tags.get(TAG_PARENT, ""),
             "study": tags.get(tracking.TAG_STUDY, params.get("study", "")),
             "task": tags.get(tracking.TAG_TASK, params.get("task", "")),
+            "data_set": data_set_name(params),
             "arch": tags.get(tracking.TAG_ARCH, params.get("arch", "")),
             "depth": _to_int(tags.get(TAG_DEPTH, params.get("depth"))),
             "filters": _to_int(tags.get(TAG_FILTERS, params.get("filters"))),
@@ -392,6 +393,21 @@ def _search_objectives(mlc: MlflowClient, runs: pd.DataFrame) -> dict[str, str]:
             continue
         out[run_id] = str(params.get("objectives") or params.get("search.objectives") or "")
     return out
+
+
+def data_set_name(params: dict) -> str:
+    """The data set a run was trained and tested on, as a reader names it: the data folder's
+    name ('embedded' for the embedded sets), with the shrink factor when its images were shrunk.
+    Runs on different data sets have different test sets: the pages never rank them together."""
+    name = Path(str(params.get("data") or "")).name
+    factor = _to_int(params.get("downsample"))
+    return f"{name}, shrunk {factor}x" if name and factor and factor > 1 else name
+
+
+def data_sets_in_order(table: pd.DataFrame) -> list[str]:
+    """The data sets of a study's runs, the one with most runs first."""
+    counts = table["data_set"].value_counts()
+    return sorted(counts.index, key=lambda t: (-counts[t], t))
 
 
 def tasks_in_order(table: pd.DataFrame) -> list[str]:

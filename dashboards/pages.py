@@ -68,11 +68,17 @@ def study_page(info: dd.DashboardData, study: str, generated: str) -> Page:
     paper = dd.paper_points(study)
     if table.empty:
         page.add(section("Runs", no_runs_note(f"{study} runs", study)))
-    else:
-        page.add(_tradeoff_section(page, table, study, paper))
-        page.add(curve_sections(page, table, study, paper))
-        page.add(gallery_sections(info, table, study))
-    page.add(paper_section(info, study, table))
+        page.add(paper_section(info, study, table))
+    sets = [] if table.empty else dd.data_sets_in_order(table)
+    for i, name in enumerate(sets):  # runs on different data sets have different test sets: never one chart
+        rows = table[table["data_set"] == name]
+        page.add(section(f"Data set: {name or 'unnamed'} ({len(rows)} runs)",
+                         caption="The sections up to the next data set show only runs trained and tested on this "
+                                 "data set" + ("; runs on another one are ranked on their own." if len(sets) > 1 else ".")))
+        page.add(_tradeoff_section(page, rows, study, paper))
+        page.add(curve_sections(page, rows, study, paper))
+        page.add(gallery_sections(info, rows, study))
+        page.add(paper_section(info, study, rows, with_grid=i == 0))
     page.add(registry_section(info, study))
     if not table.empty:
         page.add(section("All runs", runs_table_html(table, study),

@@ -38,18 +38,20 @@ def no_runs_note(what: str, key: str) -> str:
 def runs_table_html(table: pd.DataFrame, study: str) -> str:
     metric = dd.primary_metric(study)
     spec = get_study(study).dashboard
-    cols = (["run_name", "arch", *spec.run_columns, "seed", "run_kind", metric, tracking.ci_low(metric),
+    cols = (["run_name", *(["data_set"] if table["data_set"].nunique() > 1 else []), "arch", *spec.run_columns, "seed", "run_kind", metric, tracking.ci_low(metric),
              tracking.ci_high(metric), tracking.M_TEST_UNITS] + list(spec.metrics[1:2])
             + [tracking.M_PARAMS, tracking.M_SIZE_MB, tracking.M_CPU_TOTAL, tracking.M_LATENCY_P50, "aliases", "pareto"]
             + list(get_study(study).headline.baselines[:1]))
-    frame = table.sort_values(metric, ascending=False).copy()
+    several = table["data_set"].nunique() > 1  # then grouped by data set, best first within each
+    frame = table.sort_values(["data_set", metric] if several else [metric], ascending=[True, False] if several else False).copy()
     on_front = set()
-    for cost in dd.COST_METRICS:
-        on_front |= set(dd.pareto_front(table, cost, metric)["run_id"])
+    for _, rows in table.groupby("data_set"):  # a front compares runs on one test set only
+        for cost in dd.COST_METRICS:
+            on_front |= set(dd.pareto_front(rows, cost, metric)["run_id"])
     frame["pareto"] = ["✓" if r in on_front else "" for r in frame["run_id"]]
     return html_table(frame, list(dict.fromkeys(cols)), kinds={tracking.M_PARAMS: "int", tracking.M_TEST_UNITS: "int"},
                       links={"run_name": lambda r: r.get("url") or None},
-                      headers={"run_name": "run", "pareto": "on a front", tracking.ci_low(metric): "95% low",
+                      headers={"run_name": "run", "pareto": "on a front", "data_set": "data set", tracking.ci_low(metric): "95% low",
                                tracking.ci_high(metric): "95% high", tracking.M_TEST_UNITS: "test units"})
 
 
@@ -166,6 +168,10 @@ def gallery_sections(info: dd.DashboardData, table: pd.DataFrame, study: str) ->
             if len(champ) and champ.iloc[0]["run_id"] in set(table["run_id"]):
                 source = table[table["run_id"] == champ.iloc[0]["run_id"]].iloc[0]
                 label = f"champion: {esc(champ.iloc[0]['model'])} version {esc(champ.iloc[0]['version'])}"
+            elif len(champ):  # the champion was trained on another data set (a page section per data set)
+                source = table.sort_values(metric, ascending=False).iloc[0]
+                label = (f"the best run on this data set by {esc(dd.primary_label(study))} (the champion, "
+                         f"{esc(champ.iloc[0]['model'])} version {esc(champ.iloc[0]['version'])}, was trained on another)")
             else:
                 source = table.sort_values(metric, ascending=False).iloc[0]
                 label = (f"no champion alias yet (run <code>{esc(how_to('promote'))}</code>); showing the best run "
@@ -175,12 +181,15 @@ def gallery_sections(info: dd.DashboardData, table: pd.DataFrame, study: str) ->
     return "".join(out)
 
 
-def paper_section(info: dd.DashboardData, study: str, table: pd.DataFrame) -> str:
-    """The paper's rows beside ours (a study with a paper: dashboards.paper.PaperStudy), and the latest grid's table."""
+def paper_section(info: dd.DashboardData, study: str, table: pd.DataFrame, with_grid: bool = True) -> str:
+    """The paper's rows beside ours (a study with a paper: dashboards.paper.PaperStudy), and the
+    latest grid's table (with_grid: once per page, it is not one data set's)."""
     spec = get_study(study).dashboard
     ours = dd.paper_vs_ours(study, table)
     parts = [] if ours is None else [html_table(ours, list(spec.paper_columns), headers=dict(spec.paper_headers),
                                                 kinds={c: "int" for c in spec.paper_int_columns})]
+    if not with_grid:
+        return section("The paper against ours", *parts, caption=spec.paper_caption) if parts else ""
     grid, parent = dd.grid_comparison(info.runs, study)
     if grid is not None:
         url = dd.run_url(info.ui_url, parent["experiment_id"], parent["run_id"])

@@ -250,3 +250,33 @@ def test_direct_store_read_equals_search_runs(backend, request, monkeypatch, cap
     monkeypatch.setattr(store_read, "read_runs", lambda *a: None)
     slow = dd.load_runs(mlc)
     pd.testing.assert_frame_equal(fast, slow)
+
+
+def test_runs_on_different_data_sets_are_never_ranked_together(tmp_path):
+    """Two MoNuSeg runs (shrunk 4x) that beat every embedded run and cost less: each data set
+    gets its own sections and its own Pareto front, and the runs table groups by data set."""
+    import mlflow
+
+    from known_store import _tags
+
+    populate_store(search=False, registry=False, mammography=False)
+    exp = tracking.ensure_experiment("pathology")
+    for name, jac in (("M1", 0.95), ("M2", 0.97)):
+        with mlflow.start_run(run_name=name, experiment_id=exp,
+                              tags=_tags("pathology", "tumor", "elunet", "test0.2-val0.2", True, 0, "grid_child")):
+            mlflow.log_params({"data": "/somewhere/monuseg", "downsample": 4, "filters": 4, "depth": 4, "tile_size": 64})
+            mlflow.log_metrics({JACCARD: jac, tracking.M_PARAMS: 1_000, tracking.M_SIZE_MB: 0.01,
+                                tracking.M_CPU_TOTAL: 0.1, tracking.M_LATENCY_P50: 1.0})
+    table = dd.collect(UI).studies["pathology"]
+    assert sorted(table["data_set"].unique()) == ["", "monuseg, shrunk 4x"]
+    dash_build.build(tmp_path / "out", ui_url=UI)
+    page = (tmp_path / "out" / "pathology.html").read_text()
+    assert "Data set: unnamed (4 runs)" in page and "Data set: monuseg, shrunk 4x (2 runs)" in page
+    assert page.count("Accuracy against cost (") == 2 and "Accuracy against cost (6 runs)" not in page
+    runs = page[page.index("<h2>All runs</h2>"):]
+    rows = re.findall(r"<tr>(.*?)</tr>", runs, flags=re.S)[1:]
+    names = [re.search(r">([A-Z]\d?)</a>", r).group(1) for r in rows]
+    assert names == ["D", "B", "C", "A", "M2", "M1"]  # grouped by data set, best first within each
+    front = {n for n, r in zip(names, rows) if "✓" in r}
+    # M2 dominates A, B and D, but on another test set; M1 (same costs, lower score) is off its front
+    assert front == PATHOLOGY_FRONT | {"M2"}
