@@ -27,10 +27,13 @@ class MammographyStudy(Study):
                         selection=tracking.val_metric("f1_macro"), best_by="f1_macro")
     trainer = TRAINER
     unit = "patient"
-    data_fields = ("data", "task", "image_size", "split", "val_fraction", "seed", "skip_missing", "embedded_size",
-                   "holdout_fraction")
+    # Every setting the data preparation / the holdout reads (tests/unit/test_data_fields.py):
+    # runs that share them share one prepared data set / one prepared holdout.
+    _input = ("input", "roi_crop_px", "roi_norm_crops")  # films or lesion crops, and how they are cut
+    data_fields = ("data", "task", *_input, "image_size", "split", "val_fraction", "seed", "skip_missing",
+                   "embedded_size", "holdout_fraction")
     grid_data_fields = data_fields
-    holdout_fields = ("data", "task", "image_size", "skip_missing", "embedded_size", "holdout_fraction")
+    holdout_fields = ("data", "task", *_input, "image_size", "skip_missing", "embedded_size", "holdout_fraction")
     # The paper's ResNets at the three image sizes it tried, and the training knobs.
     default_space = ("arch=resnet18|resnet34|resnet50|resnet101,image_size=64|128|256,lr=0.0001:0.01:log,"
                      "augment=false|true,class_weighted=false|true")

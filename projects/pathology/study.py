@@ -27,9 +27,11 @@ class PathologyStudy(Study):
                         baselines=(presentation.BASE_BACKGROUND, presentation.BASE_TUMOR),
                         selection=tracking.val_metric("jaccard"))
     unit = "source image"
-    data_fields = ("data", "mpp", "tile_size", "equalization", "augment_flips", "test_count",
+    # Every setting the data preparation / the holdout reads (tests/unit/test_data_fields.py):
+    # runs that share them share one prepared data set / one prepared holdout.
+    data_fields = ("data", "mpp", "downsample", "tile_size", "equalization", "augment_flips", "test_count",
                    "test_fraction", "val_fraction", "seed", "embedded_images", "embedded_size", "holdout_fraction")
-    holdout_fields = ("data", "mpp", "tile_size", "equalization", "embedded_images", "embedded_size",
+    holdout_fields = ("data", "mpp", "downsample", "tile_size", "equalization", "embedded_images", "embedded_size",
                       "holdout_fraction")
     # One split and one tile cache for every cell of a grid (repeats vary the initialisation).
     grid_data_fields = tuple(f for f in data_fields if f != "seed")
