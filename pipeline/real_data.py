@@ -230,7 +230,7 @@ def provenance(recs: list[Record]) -> str:
 
 def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None) -> str:
     recs = store.all()
-    lines = [f"## {block.name}", ""]
+    lines = [f"## {block.name}", ""] + ([block.about, ""] if block.about else [])
     if not recs:
         return "\n".join(lines + ["Not measured yet: no records under "
                                   f"`{_shown(store.root)}`.", ""])

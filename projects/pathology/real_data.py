@@ -33,10 +33,17 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
     monuseg = root / "monuseg"
     base = PathologyConfig.of(data=str(monuseg), **(PAPER | ({"epochs": 2} if quick else {})))
     searched = base.replace(lr=SEARCHED["lr"])
-    return [RealDataBlock("monuseg", [PathologyGridConfig(base=base, cells=CELLS)], METRICS, table, source=monuseg),
+    return [RealDataBlock("monuseg", [PathologyGridConfig(base=base, cells=CELLS)], METRICS, table, source=monuseg,
+                          about="Table V cells on MoNuSeg 2018 with the paper's settings (Adam 1e-4, batch 8, "
+                                "256-px tiles, up to 40 epochs, early stopping after 5 without a better validation "
+                                "loss)."),
             RealDataBlock("monuseg-searched", [PathologyGridConfig(
                 base=searched, cells=[(SEARCHED["arch"], SEARCHED["filters"], SEARCHED["depth"])])],
-                METRICS, table, source=monuseg)]
+                METRICS, table, source=monuseg,
+                about=f"The configuration the platform's search picks on MoNuSeg shrunk 4x (benchmarks/RESULTS.md "
+                      f"section 12: {SEARCHED['arch']}, {SEARCHED['filters']} filters, depth {SEARCHED['depth']}, "
+                      f"lr {SEARCHED['lr']:g}), trained as the Table V cells above are (same resolution, tiles, "
+                      "batch, epochs, early stopping; the searched learning rate) and scored on the same holdout.")]
 
 
 # Rank stability (pipeline/rank_stability.py): every configuration the same epochs, no early

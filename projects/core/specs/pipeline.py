@@ -35,6 +35,7 @@ class RealDataBlock:
     metrics: tuple[str, ...]  # the held-out metrics the table shows (test_<name>, with intervals)
     table: Callable[[Any], list[str]]  # rows (one per record: pipeline.real_data.record_rows) -> markdown lines
     source: Path | None = None  # the public data set it needs (the page renders without it)
+    about: str = ""  # one paragraph under the block's heading: what it measures and why
 
 
 @dataclass(frozen=True)
