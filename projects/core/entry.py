@@ -51,9 +51,10 @@ def grid_main(study: Study, argv: list[str] | None = None) -> int:
     return 0
 
 
-def main_for(study: Study):
-    """`python -m projects.<study> [run|grid] ...`: returns the process exit code."""
-    argv = sys.argv[1:]
+def main_for(study: Study, argv: list[str] | None = None) -> int:
+    """`python -m projects.<study> [run|grid] ...` (argv: the command line after the module;
+    default sys.argv[1:]): returns the process exit code; a bad setting is one line and 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "grid":
         return cli.entry_point(lambda a: grid_main(study, a))(argv[1:])
     if argv and argv[0] == "run":

@@ -1,6 +1,7 @@
 """The mammography study end to end on the embedded data, its grid, and its bad inputs."""
 from __future__ import annotations
 
+from functools import partial
 import subprocess
 import sys
 from pathlib import Path
@@ -9,17 +10,19 @@ import mlflow
 import numpy as np
 import pytest
 
+from projects.core.entry import main_for
 from projects.core import tracking
 from projects.core.grid import run_grid
 from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.mammography import grid as grid_mod
 from projects.mammography import trainer
-from projects.mammography.cli import main as mammography_main
 from projects.mammography.config import MammographyConfig
 from projects.mammography.splits import patient_id
 
 from conftest import running_runs
+
+mammography_main = partial(main_for, get_study("mammography"))  # `python -m projects.mammography ...`
 
 FAST = dict(arch="resnet18", image_size=32, epochs=1, batch_size=16, progress=False, log_model=False)
 

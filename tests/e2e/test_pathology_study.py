@@ -1,6 +1,7 @@
 """The pathology study end to end on the embedded data, its Table V grid, and bad inputs."""
 from __future__ import annotations
 
+from functools import partial
 import shutil
 from pathlib import Path
 
@@ -9,16 +10,18 @@ import mlflow
 import numpy as np
 import pytest
 
+from projects.core.entry import main_for
 from projects.core import tracking
 from projects.core.grid import run_grid
 from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.pathology import grid as grid_mod
 from projects.pathology import trainer
-from projects.pathology.cli import main as pathology_main
 from projects.pathology.config import PathologyConfig
 
 from conftest import running_runs
+
+pathology_main = partial(main_for, get_study("pathology"))  # `python -m projects.pathology ...`
 
 SMALL = dict(embedded_images=8, embedded_size=128, tile_size=64, batch_size=8, cpu_predict_n=6,
              progress=False, log_model=False)

@@ -1,14 +1,15 @@
 """Bad input sweep (issue 10): malformed files and parameters thrown at every loader through
 the entry points, plus property-based tests of the Info.txt parser and the split functions.
 
-Each case writes real small files to tmp_path, calls `projects.mammography.cli.main([...])`
-or `projects.pathology.cli.main([...])` and requires: exit code 2, exactly one stderr line
+Each case writes real small files to tmp_path, calls `python -m projects.mammography` (entry.main_for)
+or `python -m projects.pathology` and requires: exit code 2, exactly one stderr line
 with `error:` naming the cause (the file, line or parameter and the problem), no traceback,
 and no run left RUNNING. A case that shows a platform bug is marked xfail(strict=True) with
 the input and what happens instead, so the fix flips it to a failure that must be removed.
 """
 from __future__ import annotations
 
+from functools import partial
 import os
 import pickle
 import shutil
@@ -24,17 +25,20 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from projects.core.entry import main_for
+from projects.core.study import get_study
 from projects.core.errors import InputError
 from projects.mammography import data as mias
 from projects.mammography import trainer as mammo_trainer
-from projects.mammography.cli import main as mammography_main
 from projects.mammography.config import MammographyConfig
 from projects.mammography.splits import parse_ratio, patient_id, split_films
 from projects.pathology import trainer as patho_trainer
-from projects.pathology.cli import main as pathology_main
 from projects.pathology.config import PathologyConfig
 
 from conftest import running_runs
+
+mammography_main = partial(main_for, get_study("mammography"))  # `python -m projects.mammography ...`
+pathology_main = partial(main_for, get_study("pathology"))  # `python -m projects.pathology ...`
 
 # --- an empty store in 0.1 s instead of ~10 -------------------------------------------------------
 _TEMPLATE: list[Path] = []

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+from functools import partial
 import errno
 import os
 import resource
@@ -30,11 +31,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from projects.core import artifacts, http_retry, tracking
+from projects.core.entry import main_for
 from projects.core.study import get_study, study_names
-from projects.mammography.cli import main as mammography_main
 
 from conftest import running_runs, wait_for_exit
 from test_bad_inputs import mias_set, store_from_template  # noqa: F401 (autouse fixture)
+
+mammography_main = partial(main_for, get_study("mammography"))  # `python -m projects.mammography ...`
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "team_server.sh"
