@@ -256,7 +256,7 @@ def registry_section(root: Path) -> str | None:
     for line in (legacy.settings.get("lines", []) if legacy else []):
         model = line.split(":", 1)[0]
         if model not in recs and not line.endswith("no candidates"):
-            lines += [f"- {line} (commit {legacy.commit}, {legacy.finished[:10]}: before the holdout-baseline gate)", ""]
+            lines += [f"- {line} (commit {legacy.commit}, {legacy.finished[:10]})", ""]
     return "\n".join(lines)
 
 
