@@ -86,9 +86,15 @@ def table(rows: pd.DataFrame) -> list[str]:
                      f"| {_cell(r['holdout_balanced_accuracy'], r['holdout_balanced_accuracy_ci'])} "
                      f"| {_cell(r['holdout_f1_macro'], r['holdout_f1_macro_ci'])} "
                      f"| {'-' if pd.isna(r['holdout_units']) else format(r['holdout_units'], '.0f')} |")
-    stats = rows.groupby("task")[["balanced_accuracy", "f1_macro"]].agg(["mean", "std", "count"])
+    cols = ["balanced_accuracy", "f1_macro", "holdout_balanced_accuracy", "holdout_f1_macro"]
+    stats = rows.groupby("task")[cols].agg(["mean", "std", "count"])
+
+    def mean(task, col):
+        return f"{stats.loc[task, (col, 'mean')]:.3f} (sd {stats.loc[task, (col, 'std')]:.3f})"
+
     lines += [""] + [f"- {task}: mean over {stats.loc[task, ('f1_macro', 'count')]:.0f} seeds: balanced accuracy "
-                     f"{stats.loc[task, ('balanced_accuracy', 'mean')]:.3f} (sd {stats.loc[task, ('balanced_accuracy', 'std')]:.3f}), "
-                     f"macro-F1 {stats.loc[task, ('f1_macro', 'mean')]:.3f} (sd {stats.loc[task, ('f1_macro', 'std')]:.3f})"
+                     f"{mean(task, 'balanced_accuracy')}, macro-F1 {mean(task, 'f1_macro')}"
+                     + (f"; holdout balanced accuracy {mean(task, 'holdout_balanced_accuracy')}, macro-F1 {mean(task, 'holdout_f1_macro')}"
+                        if stats.loc[task, ("holdout_balanced_accuracy", "count")] else "")
                      for task in stats.index]
     return lines
