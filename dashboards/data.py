@@ -405,9 +405,11 @@ def data_set_name(params: dict) -> str:
 
 
 def data_sets_in_order(table: pd.DataFrame) -> list[str]:
-    """The data sets of a study's runs, the one with most runs first."""
+    """The data sets of a study's runs: those whose runs hold a registry alias first (where the
+    champion is), then the one with most runs."""
     counts = table["data_set"].value_counts()
-    return sorted(counts.index, key=lambda t: (-counts[t], t))
+    aliased = set(table.loc[table["aliases"].fillna("").ne(""), "data_set"])
+    return sorted(counts.index, key=lambda t: (t not in aliased, -counts[t], t))
 
 
 def tasks_in_order(table: pd.DataFrame) -> list[str]:
