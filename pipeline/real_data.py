@@ -44,7 +44,6 @@ OUT = runtime.REPO_ROOT / "results" / "REAL_DATA.md"
 # one machine; the data's identity is the digest beside it.
 NOT_IN_KEY = ("data", "progress", "preset")  # a preset's name: its values are in the settings
 REGISTRY = "registry"  # what promote decided, one record per registered model (records/registry/<model>.json)
-LEGACY_REGISTRY = "last"  # the one record of every model written before records were per model
 
 
 @runtime_checkable
@@ -244,19 +243,14 @@ def registry_section(root: Path) -> str | None:
     """Each model's aliases as its last promotion with candidates left them. A store holds the
     runs of the blocks measured in it (a session measures some blocks), so a promotion that saw
     no candidate of a model leaves that model's earlier record standing."""
-    recs = {r.key: r for r in RecordStore(root / REGISTRY).all()}
-    legacy = recs.pop(LEGACY_REGISTRY, None)
-    if not recs and legacy is None:
+    recs = sorted(RecordStore(root / REGISTRY).all(), key=lambda r: r.key)
+    if not recs:
         return None
     lines = ["## Registry", "", "Each model as `promote` left it after the last measurement whose store held its "
              "candidates (the policies' gates of that commit; aliases name versions of that store):", ""]
-    for rec in sorted(recs.values(), key=lambda r: r.key):
+    for rec in recs:
         lines += [f"- {rec.settings['summary']} (commit {rec.commit}, {rec.finished[:10]})", "",
                   "  ```", *[f"  {line}" for line in rec.settings.get("table", [])], "  ```", ""]
-    for line in (legacy.settings.get("lines", []) if legacy else []):
-        model = line.split(":", 1)[0]
-        if model not in recs and not line.endswith("no candidates"):
-            lines += [f"- {line} (commit {legacy.commit}, {legacy.finished[:10]})", ""]
     return "\n".join(lines)
 
 

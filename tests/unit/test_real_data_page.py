@@ -68,23 +68,22 @@ def test_blocks_without_records_keep_their_earlier_section_marked_as_such(tmp_pa
 
 def test_each_model_keeps_its_last_promotion_with_candidates(tmp_path):
     """A session's store holds only the blocks it measured: a model without candidates there
-    keeps its earlier line; a legacy all-models record fills in only models with no record."""
-    from pipeline.real_data import LEGACY_REGISTRY, REGISTRY, write_registry_records
+    keeps the record of its earlier promotion."""
+    from pipeline.real_data import REGISTRY, write_registry_records
     from registry.report import MOVED, NONE, Decision, ModelReport
 
-    store = RecordStore(tmp_path / "records" / REGISTRY)
-    store.write(Record(block=REGISTRY, unit="promote", key=LEGACY_REGISTRY, data_digest="", commit="old111",
-                       finished="2026-12-01T00:00:00+00:00",
-                       settings={"lines": ["mammography-roi_7class: no candidates",
-                                           "mammography-roi_normal_abnormal: champion->v2",
-                                           "pathology-tumor: champion->v1"]}))
+    root = tmp_path / "records"
+    earlier = ModelReport("mammography-roi_normal_abnormal", "p@0", False, 5,
+                          [Decision("champion", "max holdout_balanced_accuracy", None, "2", MOVED)], [])
+    write_registry_records(root, [earlier])
     moved = ModelReport("pathology-tumor", "p@1", False, 3, [Decision("champion", "max holdout_jaccard", None, "1", MOVED)], [])
-    empty = ModelReport("mammography-roi_7class", "p@1", False, 0, [Decision("champion", "r", None, None, NONE)], [])
-    write_registry_records(tmp_path / "records", [moved, empty])
-    assert sorted(r.key for r in store.all()) == [LEGACY_REGISTRY, "pathology-tumor"]  # nothing written for empty
+    empty = ModelReport("mammography-roi_normal_abnormal", "p@1", False, 0, [Decision("champion", "r", None, None, NONE)], [])
+    write_registry_records(root, [moved, empty])
+    assert sorted(r.key for r in RecordStore(root / REGISTRY).all()) == ["mammography-roi_normal_abnormal",
+                                                                         "pathology-tumor"]
     out = tmp_path / "REAL_DATA.md"
-    assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
+    assert main(["--render", "--records", str(root), "--out", str(out)]) == 0
     registry = sections(out.read_text())["Registry"]
     assert "- pathology-tumor: champion->v1 (commit" in registry and "3 candidate runs" in registry
-    assert "mammography-roi_normal_abnormal: champion->v2 (commit old111" in registry
-    assert registry.count("pathology-tumor:") == 1 and "roi_7class" not in registry
+    assert "- mammography-roi_normal_abnormal: champion->v2 (commit" in registry and "5 candidate runs" in registry
+    assert "no candidates" not in registry
