@@ -64,8 +64,8 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path):
     assert not list(real_data.checkpoint_dir("mias-roi").glob("*.pt"))
 
     got = real_data.sections(out.read_text())
-    assert list(got) == ["mias-roi", "mias-film", "monuseg", "search-roi-normal-abnormal", "search-roi-7class",
-                         "Registry"]
+    assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "search-roi-normal-abnormal",
+                         "search-roi-7class", "Registry"]
     assert "Not measured yet" in got["monuseg"] and "Not measured yet" in got["mias-film"]
     rows = [c.split("|") for c in got["mias-roi"].splitlines() if c.startswith("| roi_")]
     assert {c[1].strip() for c in rows} == {"roi_normal_abnormal", "roi_7class", "roi_benign_malignant"}
