@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from projects.core import store_read, tracking
 from projects.core.stats import summarise  # noqa: F401 (the pages' mean / CI / count)
+from dashboards.searches import Search, search_objectives, searches
 from dashboards.registry_view import alias_table, registry_by_run, registry_versions  # noqa: F401 (pages read alias_table here)
 from projects.core.study import get_study, study_names
 
@@ -316,49 +317,6 @@ def grid_comparison(runs: pd.DataFrame, study: str) -> tuple[pd.DataFrame | None
     return None, None
 
 
-# --- searches -------------------------------------------------------------------------------------
-@dataclass
-class Search:
-    """One search (parent run) with its trials and the cost its frontier is drawn against."""
-
-    parent: pd.Series
-    trials: pd.DataFrame
-    study: str
-    metric: str
-    cost: str
-
-
-def searches(runs: pd.DataFrame, objectives: dict[str, str] | None = None) -> list[Search]:
-    """Every search parent with its trials (children with run_kind=trial), newest first.
-
-    `objectives`: parent run id -> its `objectives` param ("accuracy,model_size_mb"); the
-    efficiency objective named there is the cost its frontier is drawn against.
-    """
-    out = []
-    parents = runs[runs["run_kind"].eq(tracking.RUN_KIND_SEARCH_PARENT)]
-    for _, parent in parents.sort_values("start_time", ascending=False).iterrows():
-        trials = runs[runs["parent_run_id"].eq(parent["run_id"]) & runs["run_kind"].eq("trial")].copy()
-        study = parent["study"] or (trials["study"].iloc[0] if len(trials) else "")
-        if study not in study_names():
-            continue
-        if trials["trial_number"].isna().all():
-            trials["trial_number"] = pd.array(range(len(trials)), dtype="Int64")
-        trials = trials.sort_values(["trial_number", "start_time"], kind="stable").reset_index(drop=True)
-        cost = search_cost((objectives or {}).get(parent["run_id"], ""))
-        out.append(Search(parent, trials, study, primary_metric(study), cost))
-    return out
-
-
-def search_cost(objectives: str) -> str:
-    """The efficiency objective a search optimised (named in its `objectives`, e.g.
-    "val_jaccard,model_size_mb"), else parameters."""
-    named = [x.strip() for x in str(objectives).split(",")]
-    for name in named:
-        if name in (tracking.M_PARAMS_KERAS,) + tracking.EFFICIENCY_METRICS:
-            return name
-    return tracking.M_PARAMS
-
-
 # --- everything the pages need ----------------------------------------------------------------------
 @dataclass
 class DashboardData:
@@ -377,22 +335,10 @@ def collect(ui_url: str = "http://127.0.0.1:5000") -> DashboardData:
     registry = registry_versions(mlc)
     runs = load_runs(mlc, registry)
     studies = {s: with_urls(study_table(s, runs), ui_url) for s in study_names()}
-    found = searches(runs, _search_objectives(mlc, runs))
+    found = searches(runs, search_objectives(mlc, runs))
     for s in found:
         s.trials = with_urls(s.trials, ui_url)
     return DashboardData(redact_uri(uri), ui_url, runs, registry, studies, found)
-
-
-def _search_objectives(mlc: MlflowClient, runs: pd.DataFrame) -> dict[str, str]:
-    """Search parents' `objectives` param (params are not in the tidy table)."""
-    out = {}
-    for run_id in runs.loc[runs["run_kind"].eq(tracking.RUN_KIND_SEARCH_PARENT), "run_id"]:
-        try:
-            params = mlc.get_run(run_id).data.params
-        except Exception:  # noqa: BLE001
-            continue
-        out[run_id] = str(params.get("objectives") or params.get("search.objectives") or "")
-    return out
 
 
 def data_set_name(params: dict) -> str:

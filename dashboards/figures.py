@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboards import data as dd
+from dashboards.searches import Search
 from dashboards.html import colours, esc, fmt, marker_sizes
 from projects.core import tracking
 from projects.core.specs.dashboard import CurveSpec
@@ -283,7 +284,7 @@ def overview_figure(info: dd.DashboardData) -> go.Figure | None:
     return fig
 
 
-def trials_figure(search: dd.Search) -> go.Figure | None:
+def trials_figure(search: Search) -> go.Figure | None:
     """A search's trials in order: each trial's result coloured by its state, the best so far."""
     trials = search.trials
     if trials.empty:
@@ -320,7 +321,7 @@ def trials_figure(search: dd.Search) -> go.Figure | None:
     return fig
 
 
-def search_frontier_figure(search: dd.Search, grid: pd.DataFrame) -> go.Figure | None:
+def search_frontier_figure(search: Search, grid: pd.DataFrame) -> go.Figure | None:
     """The trials' Pareto front against the grid's, on the search's own cost axis."""
     metric, cost = search.metric, search.cost
     ours = search.trials[search.trials[metric].notna() & search.trials[cost].gt(0)] if (

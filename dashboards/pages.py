@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dashboards import data as dd
+from dashboards.searches import Search
 from dashboards.figures import (FRONT_GRID, FRONT_OURS, FRONT_PAPER, FRONT_SEARCH, overview_figure,  # noqa: F401
                                 search_frontier_figure, tradeoff_figure, trials_figure)
 from dashboards.html import Page, esc, fmt, html_table, link, note, section
@@ -148,7 +149,7 @@ def index_page(info: dd.DashboardData, generated: str) -> Page:
     return page
 
 
-def _search_parts(page: Page, info: dd.DashboardData, search: dd.Search) -> list[str]:
+def _search_parts(page: Page, info: dd.DashboardData, search: Search) -> list[str]:
     parent = search.parent
     grid = info.studies.get(search.study, pd.DataFrame())
     grid = grid[grid["run_kind"].isin((tracking.RUN_KIND_GRID_CHILD, tracking.RUN_KIND_SINGLE))] if len(grid) else grid
