@@ -144,7 +144,17 @@ def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
         wall_s=round(time.perf_counter() - started, 1), run_id=result.run_id, machine=records.machine(load),
         commit=records.commit(), finished=records.now()))
     checkpoint.unlink(missing_ok=True)
+    print(f"[{unit.block.name}] {unit.name} recorded after {(time.perf_counter() - started) / 60:.1f} min"
+          f"{holdout_line(holdout, unit.block.metrics)}", file=sys.stderr, flush=True)
     return dict(result.metrics)
+
+
+def holdout_line(holdout: dict, metrics: Iterable[str]) -> str:
+    """A finished unit's holdout numbers (the block's metrics) for the job's log, e.g.
+    ': holdout jaccard 0.617 [0.583, 0.648]'."""
+    shown = [f"{k} {holdout[k]:.3f} [{holdout[k + '_ci95_low']:.3f}, {holdout[k + '_ci95_high']:.3f}]"
+             for k in metrics if holdout.get(k) is not None and holdout.get(k + "_ci95_low") is not None]
+    return f": holdout {', '.join(shown)}" if shown else ""
 
 
 def run_block(study: Study, block: RealDataBlock, store: RecordStore, budget: Budget) -> tuple[int, int, int]:

@@ -153,6 +153,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.O
     return optimizer, schedule
 
 
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, float], seconds: float) -> str:
+    """One line per epoch for a log that someone reads hours later: the metrics, what the epoch
+    took and how long the run can still take (an upper bound: early stopping may end it sooner)."""
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    left_min = seconds * (epochs - epoch) / 60
+    return f"epoch {epoch}/{epochs}  {shown}  ({seconds:.0f} s; at most {left_min:.0f} min left)"
+
+
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
         loss_fn: nn.Module, config: TrainConfig, evaluate: Evaluate,
         on_epoch: EpochHook | None = None, log: bool = True, family: str = "conv") -> FitResult:
@@ -178,6 +186,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     first, bad_epochs, history, stopped_early = _resume(checkpoint, config, log, model, optimizer, schedule, scaler,
                                                         best, train_loader)
     for epoch in range(first, config.epochs + 1):
+        epoch_start = time.perf_counter()
         metrics = {tracking.M_TRAIN_LOSS: _train_epoch(model, train_loader, loss_fn, optimizer, scaler, place,
                                                        config, epoch, steps)}
         if schedule is not None:
@@ -191,8 +200,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         if log:
             tracking.log_metrics_finite(metrics, step=epoch)
         if config.progress:
-            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            print(f"epoch {epoch}/{config.epochs}  {shown}", file=sys.stderr, flush=True)
+            print(epoch_line(epoch, config.epochs, metrics, time.perf_counter() - epoch_start),
+                  file=sys.stderr, flush=True)
         if best.update(epoch, metrics, model, validated=val_loader is not None):
             bad_epochs = 0
         else:

@@ -31,7 +31,7 @@ def _units_by_name(exp: str) -> dict[str, list]:
 
 
 @pytest.mark.slow
-def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path):
+def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsys):
     root = tmp_path / "data"
     shutil.copytree(ensure_mias(), root / "mias")
     records, out = tmp_path / "records", tmp_path / "REAL_DATA.md"
@@ -55,6 +55,11 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path):
     assert real_data.main(args) == 0  # the same command again: resumes
     recs = {r.unit: r for r in store}
     assert len(recs) == 3  # one record per task (quick: one seed)
+    log = capsys.readouterr().err  # the log says what each unit measured on the holdout as it finishes
+    assert "1 already recorded, 2 to measure" in log
+    recorded = [line for line in log.splitlines() if " recorded after " in line]
+    assert len(recorded) == 2 and all("holdout balanced_accuracy" in line for line in recorded)
+    assert {u for u in recs if u != first[0].unit} == {u for u in recs for line in recorded if f" {u} recorded" in line}
     assert recs[first[0].unit].run_id == first[0].run_id  # the finished unit was not trained again
     runs = _units_by_name("mammography")
     assert runs[first[0].unit] == ["FINISHED"]

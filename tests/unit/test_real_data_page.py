@@ -2,14 +2,13 @@
 training (`python -m pipeline.real_data --render`)."""
 from __future__ import annotations
 
-from pipeline.real_data import main, sections
+from pipeline.real_data import holdout_line, main, sections
 from projects.core.records import Record, RecordStore, unit_key
 from projects.pathology.real_data import PAPER
 
 
 def _monuseg_record(arch: str, filters: int, depth: int, jaccard: float, commit: str) -> Record:
     settings = PAPER | {"arch": arch, "filters": filters, "depth": depth, "seed": 0}
-    settings.pop("progress")
     return Record(
         block="monuseg", unit=f"{arch}-n{filters}-d{depth}-s0", key=unit_key(settings, "d"), settings=settings,
         data_digest="d", holdout_digest="h", commit=commit, finished="2026-12-06T03:00:00+00:00", wall_s=1800,
@@ -87,3 +86,10 @@ def test_each_model_keeps_its_last_promotion_with_candidates(tmp_path):
     assert "- pathology-tumor: champion->v1 (commit" in registry and "3 candidate runs" in registry
     assert "- mammography-roi_normal_abnormal: champion->v2 (commit" in registry and "5 candidate runs" in registry
     assert "no candidates" not in registry
+
+
+def test_a_finished_unit_logs_its_holdout_numbers_with_intervals_and_no_baselines():
+    holdout = {"jaccard": 0.6174, "jaccard_ci95_low": 0.583, "jaccard_ci95_high": 0.6484, "units": 14.0,
+               "baseline_all_tumor_jaccard": 0.2154, "jaccard_pooled": 0.62}
+    assert holdout_line(holdout, ("jaccard", "dice")) == ": holdout jaccard 0.617 [0.583, 0.648]"
+    assert holdout_line({}, ("jaccard",)) == ""  # a unit without a logged model is not scored

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from projects.core.training import TrainConfig, fit, seed_everything
+from projects.core.training import TrainConfig, epoch_line, fit, seed_everything
 
 
 class Stop(Exception):
@@ -149,3 +149,9 @@ def test_balanced_sampling_draws_every_class_about_equally():
         drawn = np.concatenate([drawn, labels[list(balanced_sampler(labels, torch.Generator().manual_seed(_ + 1)))]])
     shares = np.bincount(drawn, minlength=3) / len(drawn)
     assert np.allclose(shares, 1 / 3, atol=0.05), shares  # against 0.90 / 0.09 / 0.01 in the data
+
+
+def test_the_epoch_line_of_a_long_run_says_what_the_epoch_took_and_the_most_time_left():
+    line = epoch_line(3, 40, {"train_loss": 0.51234, "val_loss": 0.448}, seconds=124.4)
+    assert line == "epoch 3/40  train_loss=0.5123  val_loss=0.4480  (124 s; at most 77 min left)"
+    assert epoch_line(40, 40, {}, seconds=124.4).endswith("(124 s; at most 0 min left)")
