@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from projects.core.errors import InputError
-from projects.mammography.data import NORMAL, REFNUM_RE, Film, InfoRow, read_image
+from projects.mammography.data import NORMAL, REFNUM_RE, Film, InfoRow
+from projects.mammography.images import read_image
 
 FILM_PX = 1024  # Info.txt coordinates are in this space at every image size
 MASK_BASE_PX = 256  # the image size the breast-mask kernels were tuned at

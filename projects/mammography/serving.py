@@ -2,8 +2,8 @@
 probabilities.
 
 Film model (input=film): column `image`, a film of any resolution as PGM/PNG/TIFF bytes
-(base64 text over REST), read by training's reader (data.decode_film: 16-bit PGMs scaled,
-colour converted to grey) and resized by training's function (data.resize_film).
+(base64 text over REST), read by training's reader (images.decode_film: 16-bit PGMs scaled,
+colour converted to grey) and resized by training's function (images.resize_film).
 
 ROI model (input=roi): columns `image` (the whole film, square, any resolution) and `x`, `y`,
 `radius`: the region in the Info.txt convention, i.e. pixels of the ORIGINAL 1024 x 1024
@@ -22,7 +22,7 @@ from torch import nn
 
 from projects.core import serving
 from projects.core.errors import InputError
-from projects.mammography import data as mias
+from projects.mammography import images
 from projects.mammography import roi
 from projects.mammography.models import ClassProbabilities, build_classifier, deployed
 from projects.mammography.roi_data import CLASS_NAMES
@@ -37,7 +37,7 @@ def read_film(value, where: object = "image") -> np.ndarray:
     data = serving.image_bytes(value, where)
     if not data:
         raise InputError(where, "empty image")
-    return mias.decode_film(data, where)
+    return images.decode_film(data, where)
 
 
 def film_batch(images: list[np.ndarray]) -> np.ndarray:
@@ -86,7 +86,7 @@ class ClassifierModel(serving.ImageModel):
                 radius = frame["radius"].iloc[i] if "radius" in frame.columns else 0.0
                 out.append(roi_crop(film, frame["x"].iloc[i], frame["y"].iloc[i], radius, self.config, where))
             else:
-                out.append(mias.resize_film(film, size))
+                out.append(images.resize_film(film, size))
         return out
 
     def predict_rows(self, frame: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def log_classifier_model(model: nn.Module, config, example_images: np.ndarray) -
     names = list(CLASS_NAMES[config.task])
     settings = {"arch": config.arch, "task": config.task, "input": config.input, "image_size": int(config.image_size),
                 "tta": bool(config.tta), "roi_crop_px": int(config.roi_crop_px), "class_names": names}
-    film = mias.resize_film(np.ascontiguousarray(example_images[0]), 64)  # a tiny film: examples stay small
+    film = images.resize_film(np.ascontiguousarray(example_images[0]), 64)  # a tiny film: examples stay small
     example = {"image": [serving.encode_png(film)]}
     if config.input == "roi":
         example |= {"x": [512.0], "y": [512.0], "radius": [40.0]}

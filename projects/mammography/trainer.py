@@ -28,6 +28,7 @@ from projects.core.trainer import TestOutcome, Trainer
 from projects.core.training import balanced_sampler, make_loader
 from projects.core.uncertainty import classification_scores
 from projects.mammography import data as mias
+from projects.mammography import images
 from projects.mammography import metrics as cls_metrics
 from projects.mammography.config import MammographyConfig
 from projects.mammography import roi, roi_data, serving
@@ -81,7 +82,7 @@ def _read_resized(root: Path, skip_missing: bool, size: int) -> dict[str, np.nda
     films, _, _ = _load_films(root, skip_missing)
     out = {}
     for film in films:
-        out[film.id] = mias.resize_film(mias.read_image(film.path), size)
+        out[film.id] = images.resize_film(images.read_image(film.path), size)
     return out
 
 

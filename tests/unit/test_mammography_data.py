@@ -20,9 +20,9 @@ from projects.mammography.data import (
     InfoRow,
     load_films,
     parse_info,
-    read_image,
     task_view,
 )
+from projects.mammography.images import read_image
 from projects.mammography.splits import parse_ratio, patient_id, split_films, split_table
 
 PAPER_RATIOS = {"90:10": 0.1, "80:20": 0.2, "70:30": 0.3, "75:25": 0.25}

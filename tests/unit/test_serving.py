@@ -11,6 +11,7 @@ import torch
 from projects.core import serving
 from projects.core.errors import InputError
 from projects.mammography import data as mias
+from projects.mammography import images
 from projects.mammography import roi, roi_data
 from projects.mammography import serving as mammo_serving
 from projects.pathology import preprocess, trainer
@@ -66,10 +67,10 @@ def test_film_bytes_are_read_and_resized_as_training_reads_files(tmp_path):
     film = rng.integers(0, 65535, (96, 96), dtype=np.uint16)
     path = tmp_path / "mdb001.pgm"
     path.write_bytes(b"P5\n96 96\n65535\n" + film.astype(">u2").tobytes())  # 16-bit, as some scanners
-    assert np.array_equal(mias.decode_film(path.read_bytes()), mias.read_image(path))
-    assert mias.resize_film(mias.read_image(path), 32).shape == (32, 32)
+    assert np.array_equal(images.decode_film(path.read_bytes()), images.read_image(path))
+    assert images.resize_film(images.read_image(path), 32).shape == (32, 32)
     with pytest.raises(InputError, match="truncated"):
-        mias.decode_film(path.read_bytes()[:-10], "cut.pgm")
+        images.decode_film(path.read_bytes()[:-10], "cut.pgm")
 
 
 def test_roi_region_in_info_txt_convention_is_training_s_crop():

@@ -23,7 +23,6 @@ LONG_FILES = {
     "tools/loadtest.py": "the tracking-server load test is one self-contained tool (workers, faults, report)",
     "benchmarks/runtimes.py": "one benchmark section: eight runtime variants, each prepare/load pair short",
     "projects/embedded/mias.py": "the MIAS-format generator: lesion drawing per class",
-    "projects/mammography/data.py": "the strict Info.txt parser (both variants) and film labels",
 }
 LONG_FUNCTIONS = {
     "benchmarks/__main__.py:main": "the benchmark run's lifecycle: parent run, sections, tables, markdown",
