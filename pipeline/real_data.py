@@ -230,7 +230,8 @@ def provenance(recs: list[Record]) -> str:
     loads = [v for r in recs for k, v in r.machine.items() if k.startswith("load_1min") and v is not None]
     hours = sum(r.wall_s for r in recs) / 3600
     span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else "?"
-    return (f"{len(recs)} trained model{'' if len(recs) == 1 else 's'}, {hours:.1f} h of wall time, measured {span} on {'; '.join(cpus)} "
+    models = f"{len(recs)} trained model{'' if len(recs) == 1 else 's'}"
+    return (f"{models}, {hours:.1f} h of wall time, measured {span} on {'; '.join(cpus)} "
             f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '?'}"
             + (f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f} when units started and ended (CPU "
                "times are only as good as the machine was idle; between those moments it may have been busier)."
@@ -243,7 +244,8 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
     if not recs:
         return "\n".join(lines + ["Not measured yet: no records under "
                                   f"`{_shown(store.root)}`.", ""])
-    lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units {'is' if len(recs) == 1 else 'are'} recorded; "
+    verb = "is" if len(recs) == 1 else "are"
+    lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units {verb} recorded; "
                                   "`python -m pipeline.real_data --data-root data --blocks " + block.name + "` measures the rest."
                                   if expected and len(recs) < expected else ""), ""]
     return "\n".join(lines + [*block.table(record_rows(recs, study, block)), ""])

@@ -1,4 +1,5 @@
-"""mini-MIAS films on disk: the strict `Info.txt` parser, film discovery and the task views (7 classes, benign/malignant, normal/abnormal).
+"""mini-MIAS films on disk: the strict `Info.txt` parser, film discovery and the task views
+(7 classes, benign/malignant, normal/abnormal).
 
 Two layouts are recognised under a root folder:
 
@@ -29,7 +30,6 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from projects.core.errors import InputError
 
