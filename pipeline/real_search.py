@@ -80,7 +80,8 @@ def run_search(study: Study, search: RealSearch, root: Path, budget: Budget) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     argv = ["--study", study.name, "--data", str(search.source), "--base", search.base, "--space", search.space,
             "--epochs", str(search.epochs), "--n-trials", str(search.n_trials), "--objectives", search.objective,
-            "--name", search.name, "--storage", f"journal:{path}", "--seed", "0", "--plots", "false"]
+            "--name", search.name, "--storage", f"journal:{path}", "--seed", "0", "--plots", "false",
+            "--pruner", search.pruner]
     if budget.minutes:
         argv += ["--timeout", str(max(1, int(budget.left_s())))]
     code = search_main(argv)
@@ -94,7 +95,8 @@ def section(root: Path, search: RealSearch, study: Study) -> str:
 
     lines = [f"## {search.name}", "",
              f"The platform's search (`search` entry point) over `{search.space}`, every trial `{search.base}` with "
-             f"{search.epochs} epochs, selecting on `{search.objective}` (validation; test split and holdout "
+             f"{search.epochs} epochs, pruner `{search.pruner}`, selecting on `{search.objective}` "
+             f"(validation; test split and holdout "
              f"untouched); its Optuna study is `{real_data._shown(journal(root, search))}`.", ""]
     opt = load(root, search)
     done = finished_trials(opt) if opt is not None else []
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="2 trials of 1 epoch, one seed of the winner: wiring only (records under the cache)")
     parser.add_argument("--records", type=Path, default=None, help="folder of the records (default: results/records)")
     parser.add_argument("--out", type=Path, default=real_data.OUT)
+    parser.add_argument("--promote", type=cli.str2bool, default=True,
+                        help="run promote after the winner's seeds (when any was measured)")
     args = parser.parse_args(argv)
     args.records = args.records or (runtime.cache_dir() / "records-quick" if args.quick else records.RECORDS)
     known = searches(args.data_root.resolve(), args.quick)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {k: v for k, v in known.items() if not args.searches or k in args.searches}
     if not args.render:
         tracking.setup_tracking()
-        budget = Budget(args.budget_min)
+        budget, measured = Budget(args.budget_min), 0
         for name, (study, search) in chosen.items():
             if not search.source.is_dir():
                 raise InputError("--data-root", f"search {name} needs {search.source}, which does not exist")
@@ -147,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             params = winner(args.records, search)
             if params is not None and not budget.spent():
                 block = search.winner_block(params)
-                real_data.run_block(study, block, RecordStore(args.records / block.name), budget)
+                measured += real_data.run_block(study, block, RecordStore(args.records / block.name), budget)[0]
+        if measured and args.promote:  # the winner's seeds are registry candidates: the registry section follows
+            from registry import promote
+
+            real_data.write_registry_records(args.records, promote.promote_reports(dry_run=False))
     # the whole page, as pipeline.real_data renders it (its blocks, these searches, the registry)
     return real_data.main(["--render", "--quick", str(args.quick).lower(), "--records", str(args.records),
                            "--out", str(args.out)])

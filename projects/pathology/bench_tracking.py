@@ -106,7 +106,7 @@ def run(quick: bool, experiment_id: str | None = None, log=print) -> Section:
         train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=gen, drop_last=True)
         val_loader = DataLoader(val, batch_size=config.batch_size)
         result = fit(model, train_loader, val_loader, trainer.MaskedBCE(), config.train,
-                     trainer._evaluator(config.threshold), log=log_epochs)
+                     trainer._evaluator(config.threshold, trainer.MaskedBCE()), log=log_epochs)
         return model, result.optimizer
 
     def without():

@@ -154,6 +154,11 @@ class PathologyStudy(Study):
 
         return blocks(root, quick)
 
+    def real_searches(self, root, quick=False):
+        from projects.pathology.real_data import searches
+
+        return searches(root, quick)
+
     def rank_blocks(self, root):
         from projects.pathology.real_data import rank_blocks
 

@@ -61,6 +61,22 @@ class MaskedBCE(nn.Module):
         return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
+class MaskedBCEDice(MaskedBCE):
+    """BCE plus (1 - soft Dice): the Dice term's gradient follows the overlap the study scores,
+    not each pixel alike. Soft Dice over the batch's valid pixels (one ratio per batch, so a tile
+    without nuclei does not give a 0/0)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask, valid = target[:, :1], target[:, 1:]
+        prob = torch.sigmoid(logits.float()) * valid
+        overlap = (prob * mask).sum()
+        dice = (2 * overlap + 1.0) / (prob.sum() + (mask * valid).sum() + 1.0)
+        return super().forward(logits, target) + (1 - dice)
+
+
+LOSSES = {"bce": MaskedBCE, "bce_dice": MaskedBCEDice}
+
+
 class MaskProbabilities(nn.Module):
     """What the logged MLflow model computes: (B, 3, H, W) RGB in [0, 1] -> tumour probability.
 
@@ -163,8 +179,9 @@ def _predict_probs(model: nn.Module, loader: DataLoader) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-def _evaluator(threshold: float):
-    loss_fn = MaskedBCE()
+def _evaluator(threshold: float, loss_fn: nn.Module):
+    """val_loss is the training loss (early stopping watches what is optimised); val_jaccard
+    the per-tile Jaccard at the threshold."""
 
     def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
         model.eval()
@@ -214,7 +231,7 @@ class PathologyTrainer(Trainer):
         return build_model(config.arch, config.filters, config.depth, upsample=config.upsample)
 
     def loss(self, config: PathologyConfig, prepared: PreparedTiles) -> nn.Module:
-        return MaskedBCE()
+        return LOSSES[config.loss]()
 
     def loaders(self, config: PathologyConfig, prepared: PreparedTiles, generator):
         arrays = prepared.arrays
@@ -225,7 +242,7 @@ class PathologyTrainer(Trainer):
         return train, val
 
     def evaluator(self, config: PathologyConfig, prepared: PreparedTiles):
-        return _evaluator(config.threshold)
+        return _evaluator(config.threshold, LOSSES[config.loss]())
 
     def family(self, config: PathologyConfig) -> str:
         return model_family(config.arch)

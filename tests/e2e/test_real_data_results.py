@@ -70,7 +70,7 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsy
 
     got = real_data.sections(out.read_text())
     assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "search-roi-normal-abnormal",
-                         "search-roi-7class", "Registry"]
+                         "search-roi-7class", "search-monuseg", "Registry"]
     assert "Not measured yet" in got["monuseg"] and "Not measured yet" in got["mias-film"]
     rows = [c.split("|") for c in got["mias-roi"].splitlines() if c.startswith("| roi_")]
     assert {c[1].strip() for c in rows} == {"roi_normal_abnormal", "roi_7class", "roi_benign_malignant"}
@@ -116,6 +116,10 @@ def test_a_real_data_search_resumes_from_its_journal_and_measures_its_winner(tmp
     got = real_data.sections(out.read_text())[spec.name]
     assert "2 of 2 trials" in got and "| roi_normal_abnormal | 0 |" in got
     assert running_runs() == []
+    # the winner's seed was a registry candidate: promote ran after it, the registry section shows it
+    (registry,) = RecordStore(records / real_data.REGISTRY).all()
+    assert registry.unit == "mammography-roi_normal_abnormal"
+    assert "mammography-roi_normal_abnormal" in real_data.sections(out.read_text())["Registry"]
 
     assert real_search.main(args) == 0  # again: the journal and the record say it is done
     assert len(real_search.finished_trials(real_search.load(records, spec))) == 2

@@ -50,4 +50,5 @@ class RealSearch:
     n_trials: int
     objective: str  # a val_* metric (the search never sees a test number)
     winner_block: Callable[[dict], RealDataBlock]  # the winner's searched settings -> its seeds as a block
+    pruner: str = "median"  # --pruner syntax; e.g. median:warmup=K, K the data's minimum resource
 

@@ -1,0 +1,55 @@
+"""The platform's search on the MoNuSeg recipe (projects/pathology/real_data.py `searches`):
+what its trials and its winner's seeds train, and the pruning rule's link to the records."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import rank_stability
+from pipeline import real_search
+from projects.core import records
+from projects.core.records import RecordStore
+from projects.pathology.real_data import PAPER, RECIPE_PRUNER, searches
+from projects.pathology.study import STUDY
+
+WON = dict(arch="unet", filters=16, depth=4, lr=1e-3, equalization="clahe", loss="bce_dice", lr_schedule="cosine")
+
+
+def _search(quick: bool = False):
+    (search,) = searches(Path("/data"), quick)
+    return search
+
+
+def test_the_pruner_judges_from_monusegs_minimum_resource_in_the_committed_records():
+    table = rank_stability.curves(RecordStore(records.RECORDS / "rank-monuseg").all())
+    k = rank_stability.min_resource(rank_stability.stability(table))
+    assert k is not None, "the rank-monuseg records are committed (36 configurations)"
+    assert RECIPE_PRUNER == f"median:warmup={k}"
+    assert _search().pruner == RECIPE_PRUNER
+
+
+def test_the_winner_is_trained_at_full_resolution_with_the_papers_protocol_and_its_searched_settings():
+    block = _search().winner_block(WON)
+    configs = STUDY.grid_configs(block.grids[0])
+    assert [c.seed for c in configs] == [0, 1, 2]
+    for c in configs:
+        assert (c.tile_size, c.downsample, c.epochs, c.patience, c.batch_size) == (
+            PAPER["tile_size"], 1, PAPER["epochs"], PAPER["patience"], PAPER["batch_size"])
+        assert {k: getattr(c, k) for k in WON} == WON
+        assert c.log_model  # its seeds are registry candidates, scored on the holdout
+        assert c.data == "/data/monuseg"
+
+
+def test_trials_run_on_the_shrunk_tiles_and_never_see_the_test_split():
+    search = _search()
+    assert "downsample=4" in search.base and "tile_size=64" in search.base
+    assert search.objective.startswith("val_")
+    quick = _search(quick=True)
+    assert (quick.n_trials, quick.epochs) == (2, 1)
+    assert [c.epochs for c in STUDY.grid_configs(quick.winner_block(WON).grids[0])] == [2]
+
+
+def test_the_section_says_how_to_run_it_before_any_trial(tmp_path):
+    text = real_search.section(tmp_path, _search(), STUDY)
+    assert text.startswith("## search-monuseg")
+    assert "pruner `median:warmup=" in text
+    assert "Not measured yet: `python -m pipeline.real_search --data-root data --searches search-monuseg`" in text
