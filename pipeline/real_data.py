@@ -53,14 +53,9 @@ class RealDataStudy(Protocol):
     def real_data(self, root: Path, quick: bool) -> Sequence[RealDataBlock]: ...
 
 
-# Settings added after records were written, at the value that changes nothing: left out of
-# the settings (and so the key) so that the records made before them keep naming their units.
-NEUTRAL_LATER = {"downsample": 1, "loss": "bce"}
-
-
 def unit_settings(config) -> dict:
-    return {k: v for k, v in config.flat().items()
-            if k not in NOT_IN_KEY and not (k in NEUTRAL_LATER and v == NEUTRAL_LATER[k])}
+    later = type(config).ADDED_LATER  # each study's own: another study may have had the setting all along
+    return {k: v for k, v in config.flat().items() if k not in NOT_IN_KEY and not (k in later and v == later[k])}
 
 
 def checkpoint_dir(block: str) -> Path:

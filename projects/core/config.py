@@ -170,6 +170,10 @@ class Config:
 
     # A study's named recipes (a `preset` setting picks one): name -> {setting: value}.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Settings added after measurements were recorded, at the value that changes nothing: the
+    # records' keys leave them out at that value (pipeline/real_data.py `unit_settings`), so the
+    # records made before them keep naming their units.
+    ADDED_LATER: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **values: Any):
         sections = {f.name: f for f in dataclasses.fields(self)}

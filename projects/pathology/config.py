@@ -64,6 +64,8 @@ class PathologyEvaluation(Section):
     # cpu_*_onnx metrics beside the eager ones (benchmarks/RESULTS.md: which runtime is fastest).
     onnx_timing: bool = setting(True, "also time ONNX Runtime (cpu_total_s_onnx ...)")
     log_model: bool = setting(True, "log the full MLflow model (a registry candidate), not only the weights")
+    tta: bool = setting(False, "evaluate (validation, test, the logged model) on the mean probability of the 8 flips "
+                               "and quarter turns of each tile (8x the prediction cost)")
 
 
 @dataclass(init=False)
@@ -73,3 +75,5 @@ class PathologyConfig(Config):
     model: PathologyModel = section(PathologyModel)
     train: PathologyTrain = section(PathologyTrain)
     evaluation: PathologyEvaluation = section(PathologyEvaluation)
+
+    ADDED_LATER = {"downsample": 1, "loss": "bce", "tta": False}

@@ -24,6 +24,7 @@ from projects.core.errors import InputError
 from projects.pathology import data as seg_data
 from projects.pathology import preprocess
 from projects.pathology.models import build_model
+from projects.pathology.models.tta import deployed
 
 OUTPUTS = ("mask", "probability")
 INPUTS = {"image": "an RGB H&E image of any size: PNG/JPEG/TIFF bytes (base64 text over REST)"}
@@ -68,7 +69,7 @@ def tiles_batch(tiles: np.ndarray) -> np.ndarray:
 
 
 class TumourMaskModel(serving.ImageModel):
-    """config: arch, filters, depth, upsample, tile_size, equalization, threshold."""
+    """config: arch, filters, depth, upsample, tile_size, equalization, threshold, tta."""
 
     kind = "segmentation"
 
@@ -86,8 +87,9 @@ class TumourMaskModel(serving.ImageModel):
         return pd.DataFrame({"image": [serving.encode_png(image)]}), "1000 x 1000 PNG"
 
     def build_module(self, config: dict) -> nn.Module:
-        return probability_module(build_model(config["arch"], int(config["filters"]), int(config["depth"]),
-                                              upsample=config.get("upsample", "bilinear")))
+        network = build_model(config["arch"], int(config["filters"]), int(config["depth"]),
+                              upsample=config.get("upsample", "bilinear"))
+        return probability_module(deployed(network, bool(config.get("tta", False))))  # older models: no tta
 
     def probability(self, image: np.ndarray, batch: int = 16, factor: int | None = None) -> np.ndarray:
         """HxW float32 tumour probability of an RGB image (at the image's own size: a model
@@ -142,11 +144,11 @@ def signature():
 
 
 def log_tumour_model(network: nn.Module, config, example_tiles: np.ndarray) -> None:
-    """Log the run's registry candidate: `network` (logits) as a TumourMaskModel."""
+    """Log the run's registry candidate: `network` (logits; with tta, its 8-view mean) as a TumourMaskModel."""
     settings = {"arch": config.arch, "filters": int(config.filters), "depth": int(config.depth),
                 "upsample": config.upsample, "tile_size": int(config.tile_size),
                 "downsample": int(config.downsample),
-                "equalization": config.equalization, "threshold": float(config.threshold)}
+                "equalization": config.equalization, "threshold": float(config.threshold), "tta": bool(config.tta)}
     example = pd.DataFrame({"image": [serving.encode_png(np.ascontiguousarray(example_tiles[0][:48, :48]))]})
     facts = serving.run_facts()
     metadata = {"inputs": INPUTS, "task": "tumour segmentation", "tile_size": settings["tile_size"], "threshold": settings["threshold"],

@@ -28,6 +28,7 @@ from projects.pathology import preprocess, serving
 from projects.pathology.config import PathologyConfig
 from projects.pathology.holdout import holdout_digest, holdout_images
 from projects.pathology.models import build_model, min_input_multiple, model_family
+from projects.pathology.models.tta import deployed
 
 NAME = "pathology"
 TASK = "tumor"
@@ -179,11 +180,12 @@ def _predict_probs(model: nn.Module, loader: DataLoader) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-def _evaluator(threshold: float, loss_fn: nn.Module):
+def _evaluator(threshold: float, loss_fn: nn.Module, tta: bool = False):
     """val_loss is the training loss (early stopping watches what is optimised); val_jaccard
-    the per-tile Jaccard at the threshold."""
+    the per-tile Jaccard at the threshold; both of the model as it is deployed (tta)."""
 
     def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        model = deployed(model, tta)
         model.eval()
         total, n, jac = 0.0, 0, []
         with torch.inference_mode():
@@ -242,10 +244,13 @@ class PathologyTrainer(Trainer):
         return train, val
 
     def evaluator(self, config: PathologyConfig, prepared: PreparedTiles):
-        return _evaluator(config.threshold, LOSSES[config.loss]())
+        return _evaluator(config.threshold, LOSSES[config.loss](), config.tta)
 
     def family(self, config: PathologyConfig) -> str:
         return model_family(config.arch)
+
+    def deployed(self, config: PathologyConfig, model: nn.Module) -> nn.Module:
+        return deployed(model, config.tta)
 
     def epoch_hook(self, config: PathologyConfig, prepared: PreparedTiles, model: nn.Module):
         arrays = prepared.arrays  # the same few tiles, predicted after every epoch (the UI's image slider)

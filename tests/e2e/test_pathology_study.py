@@ -71,6 +71,27 @@ def test_run_logs_everything_the_issue_lists():
     assert len(split) == 1 + 8
 
 
+def test_the_searched_recipe_settings_train_time_and_log_a_model_that_reads_an_image():
+    """loss=bce_dice and tta=true (projects/pathology/real_data.py RECIPE_SPACE): the run trains
+    on the Dice term, evaluates the 8-view mean, exports it to ONNX like any model, and the
+    logged model rebuilds the wrapper from its settings and applies it to an image file."""
+    import pandas as pd
+
+    from projects.core import serving
+
+    run, _ = _run(PathologyConfig(arch="elunet", filters=4, depth=3, epochs=1, loss="bce_dice", tta=True,
+                                  **(SMALL | {"log_model": True})))
+    m, params = run.data.metrics, run.data.params
+    assert (params["loss"], params["tta"]) == ("bce_dice", "true")
+    assert m["onnx_max_abs_diff"] <= 1e-4 and m["cpu_total_s"] > 0, m
+    settings = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/model/artifacts/settings.json")
+    assert settings["tta"] is True
+    image = (np.random.default_rng(0).random((100, 90, 3)) * 255).astype(np.uint8)
+    out = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(
+        pd.DataFrame({"image": [serving.encode_png(image)]}))
+    assert np.asarray(out["mask"][0]).shape == (100, 90)
+
+
 def test_second_run_reuses_the_preprocessing_cache():
     cfg = PathologyConfig(arch="unet", filters=2, depth=2, epochs=1, seed=11, **SMALL)
     first = trainer.prepare_data(cfg)

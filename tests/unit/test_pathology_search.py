@@ -11,7 +11,8 @@ from projects.core.records import RecordStore
 from projects.pathology.real_data import PAPER, RECIPE_PRUNER, searches
 from projects.pathology.study import STUDY
 
-WON = dict(arch="unet", filters=16, depth=4, lr=1e-3, equalization="clahe", loss="bce_dice", lr_schedule="cosine")
+WON = dict(arch="unet", filters=16, depth=4, lr=1e-3, equalization="clahe", loss="bce_dice", lr_schedule="cosine",
+           tta=True)
 
 
 def _search(quick: bool = False):
