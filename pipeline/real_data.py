@@ -32,6 +32,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from pipeline import paired
 from projects.core import cli, records, runtime, tracking, training
 from projects.core.errors import InputError
 from projects.core.grid import GridCell, plan_grid, run_cells
@@ -63,9 +64,10 @@ def checkpoint_dir(block: str) -> Path:
     return runtime.cache_dir() / "checkpoints" / block
 
 
-def holdout_scores(study: Study, run) -> tuple[dict[str, float], str]:
+def holdout_scores(study: Study, run) -> tuple[dict[str, float], str, dict]:
     """The run's logged model on the study's holdout, scored as the registry scores it:
-    {metric, metric_ci95_low/high, baseline_<name>_<metric>} and the holdout's digest."""
+    {metric, metric_ci95_low/high, baseline_<name>_<metric>}, the holdout's digest and the
+    result by unit (for paired tests between records)."""
     from registry.evaluation import HoldoutEvaluation
     from registry.store import candidate_from_run
 
@@ -73,7 +75,7 @@ def holdout_scores(study: Study, run) -> tuple[dict[str, float], str]:
     evaluation = HoldoutEvaluation(study.name, study.model_name(study.task_of(evaluation_config(study, run))))
     holdout = evaluation.holdout_for(candidate)
     if holdout is None:
-        return {}, "none"
+        return {}, "none", {}
     scored = evaluation.score(candidate, candidate.model_uri)
     if scored.error:
         raise RuntimeError(f"holdout scoring failed: {scored.error}")
@@ -83,7 +85,7 @@ def holdout_scores(study: Study, run) -> tuple[dict[str, float], str]:
         out |= {name: value, f"{name}_ci95_low": low, f"{name}_ci95_high": high}
     for base, scores in scored.baselines.items():
         out |= {f"baseline_{base}_{name}": value for name, value in scores.point().items()}
-    return out, holdout.digest
+    return out, holdout.digest, scored.scores.as_dict()
 
 
 def evaluation_config(study: Study, run):
@@ -131,10 +133,11 @@ def run_unit(unit: Unit, store: RecordStore) -> dict[str, float]:
     client = MlflowClient()
     run = client.get_run(result.run_id)
     # without a logged model (log_model=false: a measurement of training curves) nothing is scored
-    holdout, holdout_digest = holdout_scores(unit.study, run) if getattr(unit.config, "log_model", True) else ({}, "")
+    holdout, holdout_digest, by_unit = (holdout_scores(unit.study, run) if getattr(unit.config, "log_model", True)
+                                        else ({}, "", {}))
     store.write(Record(
         block=unit.block.name, unit=unit.name, key=unit.key, settings=unit_settings(unit.config),
-        data_digest=unit.prepared.digest, holdout_digest=holdout_digest,
+        data_digest=unit.prepared.digest, holdout_digest=holdout_digest, holdout_units=by_unit,
         metrics=dict(run.data.metrics), holdout=holdout, history=histories(client, run),
         wall_s=round(time.perf_counter() - started, 1), run_id=result.run_id, machine=records.machine(load),
         commit=records.commit(), finished=records.now()))
@@ -243,7 +246,8 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
     lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units {verb} recorded; "
                                   "`python -m pipeline.real_data --data-root data --blocks " + block.name + "` measures the rest."
                                   if expected and len(recs) < expected else ""), ""]
-    return "\n".join(lines + [*block.table(record_rows(recs, study, block)), ""])
+    return "\n".join(lines + [*block.table(record_rows(recs, study, block)), "",
+                              *paired.lines(recs, block.metrics[0], study.unit)])
 
 
 def registry_section(root: Path) -> str | None:

@@ -66,6 +66,9 @@ class Record:
     holdout: dict[str, float | None] = field(default_factory=dict)  # scores on the study's holdout
     history: dict[str, list[float | None]] = field(default_factory=dict)  # per-epoch curves (rank stability)
     holdout_digest: str = "none"
+    # The holdout result by unit (UnitScores.as_dict): paired tests between records on the same
+    # holdout (pipeline/paired.py). Records written before it have none.
+    holdout_units: dict[str, Any] = field(default_factory=dict)
     status: str = "FINISHED"  # or "FAILED: <why>" (a cell that cannot run here is a result too)
     wall_s: float = 0.0
     run_id: str = ""

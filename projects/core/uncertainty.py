@@ -33,10 +33,27 @@ class UnitScores:
     units: list[str]
     stats: np.ndarray  # (U, S)
     metrics: MetricsFn
+    kind: str = ""  # "segmentation" | "classification:<K>": how `from_dict` rebuilds `metrics`
 
     @property
     def n_units(self) -> int:
         return len(self.units)
+
+    def as_dict(self) -> dict:
+        """What a record keeps (JSON): enough to bootstrap or pair this result again later."""
+        return {"kind": self.kind, "units": list(self.units), "stats": self.stats.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> UnitScores:
+        kind = data["kind"]
+        if kind == "segmentation":
+            metrics = segmentation_metrics_from_stats
+        elif kind.startswith("classification:"):
+            n_classes = int(kind.split(":")[1])
+            metrics = lambda s: classification_metrics_from_confusion(s, n_classes)  # noqa: E731
+        else:
+            raise ValueError(f"unknown kind of unit scores {kind!r}")
+        return cls(list(data["units"]), np.asarray(data["stats"], dtype=float), metrics, kind)
 
     def point(self) -> dict[str, float]:
         return {k: float(v[0]) for k, v in self.metrics(self.stats.sum(0, keepdims=True)).items()}
@@ -60,7 +77,7 @@ class UnitScores:
     def subset(self, units: Sequence[str]) -> UnitScores:
         index = {u: i for i, u in enumerate(self.units)}
         rows = [index[u] for u in units]
-        return UnitScores(list(units), self.stats[rows], self.metrics)
+        return UnitScores(list(units), self.stats[rows], self.metrics, self.kind)
 
 
 def resample_weights(n_units: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
@@ -72,13 +89,14 @@ def resample_weights(n_units: int, n_boot: int = N_BOOT, seed: int = 0) -> np.nd
     return weights
 
 
-def scores_by_unit(sample_stats: np.ndarray, sample_units: Sequence[str], metrics: MetricsFn) -> UnitScores:
+def scores_by_unit(sample_stats: np.ndarray, sample_units: Sequence[str], metrics: MetricsFn,
+                   kind: str = "") -> UnitScores:
     """Sum per-sample statistics (N, S) into per-unit rows, units in sorted order."""
     units = sorted(set(map(str, sample_units)))
     index = {u: i for i, u in enumerate(units)}
     stats = np.zeros((len(units), sample_stats.shape[1]))
     np.add.at(stats, [index[str(u)] for u in sample_units], sample_stats)
-    return UnitScores(units, stats, metrics)
+    return UnitScores(units, stats, metrics, kind)
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,8 @@ def classification_scores(truth: np.ndarray, pred: np.ndarray, units: Sequence[s
     """Per-unit confusion matrices of a classifier's predictions (one row per sample)."""
     one_hot = np.zeros((len(truth), n_classes * n_classes))
     one_hot[np.arange(len(truth)), np.asarray(truth) * n_classes + np.asarray(pred)] = 1.0
-    return scores_by_unit(one_hot, units, lambda s: classification_metrics_from_confusion(s, n_classes))
+    return scores_by_unit(one_hot, units, lambda s: classification_metrics_from_confusion(s, n_classes),
+                          f"classification:{n_classes}")
 
 
 # Per-tile statistics of a segmentation: tile Jaccard, tile Dice, tile count, pixel counts.
@@ -159,4 +178,4 @@ def segmentation_scores(tile_jaccard: np.ndarray, tile_dice: np.ndarray, counts:
     """Per-unit sums of per-tile scores and pixel counts (one row per tile)."""
     per_tile = np.stack([tile_jaccard, tile_dice, np.ones(len(tile_jaccard)), counts["tp"], counts["fp"],
                          counts["fn"], counts["tn"]], axis=1).astype(float)
-    return scores_by_unit(per_tile, units, segmentation_metrics_from_stats)
+    return scores_by_unit(per_tile, units, segmentation_metrics_from_stats, "segmentation")

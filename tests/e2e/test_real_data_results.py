@@ -51,6 +51,9 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsy
     first = store.all()
     assert len(first) == 1 and first[0].status == "FINISHED"
     assert first[0].holdout["balanced_accuracy"] is not None and first[0].commit
+    # the holdout result by patient is kept: later pages pair models on it without the models
+    by_unit = first[0].holdout_units
+    assert by_unit["kind"].startswith("classification:") and len(by_unit["units"]) == first[0].holdout["units"]
 
     assert real_data.main(args) == 0  # the same command again: resumes
     recs = {r.unit: r for r in store}
