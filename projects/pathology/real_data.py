@@ -58,15 +58,15 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
 # searched model >= 0.65 per-tile Jaccard on the holdout). The first search varied only the
 # architecture and the learning rate (the `monuseg-searched` block: 0.61 on the holdout, like the
 # Table V cells); this one also searches what the paper fixed: the loss (BCE, or BCE + soft
-# Dice), the equalisation, the schedule, and test-time augmentation (the mean of 8 views: 8x
-# the CPU time, which the registry's efficient and fastest aliases weigh). Trials run on MoNuSeg shrunk 4x, as the rank-monuseg
-# grid did (a 64-px tile sees what a 256-px tile sees; ~1 min a trial here), selecting on
-# val_jaccard; the winner is trained with 3 seeds at full resolution with the paper's protocol
-# otherwise, and scored on the holdout beside the Table V cells. Filters stop at 16: the
-# winner's 3 seeds must be trainable here, and U-Net (32, 4) takes ~290 s an epoch at full
-# resolution (3 h a seed) where 16 filters take about a quarter of that.
-RECIPE_SPACE = ("arch=unet|elunet,filters=8|16,depth=3|4|5,lr=0.0003:0.003:log,"
-                "equalization=hist|clahe|none,loss=bce|bce_dice,lr_schedule=constant|cosine,tta=false|true,batch_size=16")
+# Dice), the equalisation, the schedule, and test-time augmentation (the mean of 8 views: 8x the
+# CPU time, which the registry's efficient and fastest aliases weigh). Trials run on MoNuSeg
+# shrunk 4x, as the rank-monuseg grid did (a 64-px tile sees what a 256-px tile sees; ~1 min a
+# trial here), selecting on val_jaccard; the winner is trained with 3 seeds at full resolution
+# with the paper's protocol otherwise, and scored on the holdout beside the Table V cells.
+# Filters stop at 16: the winner's 3 seeds must be trainable here, and U-Net (32, 4) takes
+# ~290 s an epoch at full resolution (3 h a seed) where 16 filters take about a quarter of that.
+RECIPE_SPACE = ("arch=unet|elunet,filters=8|16,depth=3|4|5,lr=0.0003:0.003:log,equalization=hist|clahe|none,"
+                "loss=bce|bce_dice,lr_schedule=constant|cosine,tta=false|true,batch_size=16")
 RECIPE_BASE = dict(downsample=4, tile_size=64, patience=0, onnx_timing=False, log_model=False)
 RECIPE_EPOCHS, RECIPE_TRIALS = 10, 24
 # Judged from epoch 2: MoNuSeg's minimum resource (benchmarks/RESULTS.md section 11, from the
