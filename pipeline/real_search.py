@@ -103,8 +103,11 @@ def section(root: Path, search: RealSearch, study: Study) -> str:
     if not done:
         return "\n".join(lines + [f"Not measured yet: `python -m pipeline.real_search --data-root data --searches "
                                   f"{search.name}` runs it.", ""])
+    from optuna.trial import TrialState
+
     complete = sorted((t for t in done if t.value is not None), key=lambda t: -t.value)
-    lines += [f"{len(done)} of {search.n_trials} trials ({len(complete)} complete, {len(done) - len(complete)} "
+    pruned = sum(t.state == TrialState.PRUNED for t in done)  # the search may give a pruned trial a value
+    lines += [f"{len(done)} of {search.n_trials} trials ({len(done) - pruned} complete, {pruned} "
               f"pruned). The best five:", "", f"| trial | {search.objective} | settings |", "|---|---|---|"]
     lines += [f"| {t.number} | {t.value:.3f} | {', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in t.params.items())} |"
               for t in complete[:5]]
