@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna import visualization as vis
 from optuna.trial import TrialState
@@ -145,8 +146,7 @@ def _pareto_tags(ctx: SearchContext, client: MlflowClient, complete, run_of: dic
         client.set_tag(pid, f"pareto.trial_{t.number:03d}", f"{values}; run {run_of.get(t.number)}; "
                                                                f"{json.dumps(t.params)}"[:5000])
     for t in complete:
-        if run_of.get(t.number):
-            client.set_tag(run_of[t.number], TAG_PARETO, str(t.number in pareto).lower())
+        _tag_trial_run(client, run_of.get(t.number), TAG_PARETO, str(t.number in pareto).lower())
     return pareto
 
 
@@ -165,9 +165,21 @@ def _best_tags(ctx: SearchContext, client: MlflowClient, complete, run_of: dict,
     client.log_metric(pid, f"best_{ctx.objectives[0].metric}", best.value,
                       step=summary.n_complete + summary.n_pruned)
     for t in complete:
-        if run_of.get(t.number):
-            client.set_tag(run_of[t.number], TAG_BEST, str(t.number == best.number).lower())
+        _tag_trial_run(client, run_of.get(t.number), TAG_BEST, str(t.number == best.number).lower())
     return best.number
+
+
+def _tag_trial_run(client: MlflowClient, run_id: str | None, key: str, value: str) -> None:
+    """Tag a trial's run where this store has it. A search resumed from a journal that travelled
+    (the real-data searches commit theirs) has earlier trials whose runs are in another store:
+    the journal keeps their results, and there is no run here to tag."""
+    if not run_id:
+        return
+    try:
+        client.set_tag(run_id, key, value)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
 
 
 def _summary(ctx: SearchContext, trials) -> tuple[SearchSummary, dict[str, int]]:

@@ -30,6 +30,7 @@ from projects.core.specs.pipeline import SearchPlan
 from projects.core.study import get_study
 from projects.search import admission, driver, factories
 from projects.search import settings as search_settings
+from projects.search.names import TAG_BEST
 
 
 def default_space(name: str) -> spaces.Space:
@@ -353,6 +354,25 @@ def test_journal_storage_and_infeasible_trials_are_never_best(tmp_path):
         assert t.constraints["max_latency_ms"] > 0
     for run in children(summary.parent_run_id):
         assert run.data.tags["feasible"] == "false"
+
+
+def test_a_journal_resumed_in_another_store_keeps_its_earlier_trials_and_writes_the_parent(tmp_path, capsys):
+    """The real-data searches commit their journal and resume it in a later session's store,
+    where the earlier trials' runs do not exist: their results count, the parent is written."""
+    journal = f"journal:{tmp_path / 'j.log'}"
+    first = driver.run_search(tiny(name="travels", n_trials=1, epochs=1, storage=journal))
+    assert first.n_complete == 1
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    mlflow.set_tracking_uri(other)
+    os.environ["MLFLOW_TRACKING_URI"] = other  # conftest's monkeypatch restores it after the test
+    capsys.readouterr()
+    resumed = driver.run_search(tiny(name="travels", n_trials=2, epochs=1, storage=journal))
+    assert "progress not written" not in capsys.readouterr().err
+    assert resumed.n_complete == 2 and resumed.parent_run_id != first.parent_run_id
+    tags = MlflowClient().get_run(resumed.parent_run_id).data.tags
+    assert tags["best_trial"] == str(resumed.best_trial) and tags["search_state"] == "complete"
+    (here,) = children(resumed.parent_run_id)  # only the new trial ran against this store
+    assert here.data.tags[TAG_BEST] == str(resumed.best_trial == 1).lower()
 
 
 def test_a_trial_of_a_dead_process_is_failed_and_retried():
