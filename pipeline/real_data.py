@@ -258,7 +258,8 @@ def registry_section(root: Path) -> str | None:
     if not recs:
         return None
     lines = ["## Registry", "", "Each model as `promote` left it after the last measurement whose store held its "
-             "candidates (the policies' gates of that commit; aliases name versions of that store):", ""]
+             "candidates, unless an earlier store's champion scored higher on the same holdout (the policies' "
+             "gates of that commit; aliases name versions of that store):", ""]
     for rec in recs:
         lines += [f"- {rec.settings['summary']} (commit {rec.commit}, {rec.finished[:10]})", "",
                   "  ```", *[f"  {line}" for line in rec.settings.get("table", [])], "  ```", ""]
@@ -314,15 +315,45 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+CHAMPION = "champion"  # the alias whose holder a later store must beat to replace a model's record
+
+
 def write_registry_records(root: Path, reports) -> None:
-    """One record per model that had candidates in this store (or an alias to keep or remove)."""
+    """One record per model that had candidates in this store (or an alias to keep or remove).
+
+    Each session measures in its own store, and its promote sees that store's candidates only. A
+    store whose champion scores worse on the same holdout than the recorded one leaves the record
+    standing: the page names the best model measured, not the last store's best."""
+    store = RecordStore(root / REGISTRY)
     for report in reports:
         if not report.n_candidates and not any(d.before for d in report.decisions):
             continue
-        RecordStore(root / REGISTRY).write(Record(
+        champion = next((d for d in report.decisions if d.alias == CHAMPION and d.target is not None
+                         and d.value is not None), None)
+        digest = champion.target.tags.get(tracking.TAG_HOLDOUT_DIGEST, "none") if champion else "none"
+        metrics = {CHAMPION: float(champion.value)} if champion else {}
+        earlier = store.get(report.model)
+        if champion and earlier is not None and _better(earlier, champion.value, champion.goal, digest):
+            print(f"[real-data] registry record {report.model} kept: its champion scored "
+                  f"{earlier.metrics[CHAMPION]:.4f} on holdout {digest}, this store's {champion.value:.4f} "
+                  f"({champion.rule})", file=sys.stderr)
+            continue
+        store.write(Record(
             block=REGISTRY, unit=report.model, key=report.model, data_digest="",
-            settings={"summary": report.summary(), "table": report.table().split("\n")},
+            settings={"summary": report.summary(), "table": report.table().split("\n"),
+                      "champion_goal": champion.goal if champion else ""},
+            metrics=metrics, holdout_digest=digest,
             machine=records.machine(), commit=records.commit(), finished=records.now()))
+
+
+def _better(earlier: Record, value: float, goal: str, digest: str) -> bool:
+    """The recorded champion beats this one: same holdout (never rank across test sets), same
+    direction, a strictly better value."""
+    old = earlier.metrics.get(CHAMPION)
+    if old is None or digest == "none" or earlier.holdout_digest != digest \
+            or earlier.settings.get("champion_goal") != goal or goal not in ("max", "min"):
+        return False
+    return old > value if goal == "max" else old < value
 
 
 @cli.entry_point

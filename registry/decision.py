@@ -263,7 +263,7 @@ class Promotion:
 
     def decide(self, rule: AliasRule) -> Decision:
         before = self.holders.get(rule.alias)
-        d = Decision(rule.alias, self.rule_text(rule), before, before, NONE)
+        d = Decision(rule.alias, self.rule_text(rule), before, before, NONE, goal=rule.goal)
         ranked, why_none = self.eligible(rule)
         if not ranked:
             d.note = why_none

@@ -26,6 +26,7 @@ class Decision:
     note: str = ""
     gates: str = ""  # the gates the chosen candidate passed
     significance: str = ""  # the paired test behind a move or a kept holder
+    goal: str = ""  # max | min: the direction the rule's metric is good in
 
     @property
     def changed(self) -> bool:

@@ -88,6 +88,36 @@ def test_each_model_keeps_its_last_promotion_with_candidates(tmp_path):
     assert "no candidates" not in registry
 
 
+def test_a_store_whose_champion_is_worse_on_the_same_holdout_leaves_the_record(tmp_path, capsys):
+    """Sessions measure in their own stores: a later store holding only a weaker model must not
+    replace the recorded champion, unless the holdout differs (never ranked across test sets)."""
+    from pipeline.real_data import REGISTRY, write_registry_records
+    from projects.core import tracking
+    from registry.gates import Candidate
+    from registry.report import MOVED, Decision, ModelReport
+
+    def report(version: str, value: float, holdout: str, goal: str = "max") -> ModelReport:
+        run = Candidate(f"run{version}", "1", "r", 0, {}, {tracking.TAG_HOLDOUT_DIGEST: holdout}, {}, version)
+        decision = Decision("champion", "highest holdout_jaccard", None, version, MOVED, value=value,
+                            target=run, goal=goal)
+        return ModelReport("pathology-tumor", "p@1", False, 3, [decision], [])
+
+    root = tmp_path / "records"
+    champion = lambda: RecordStore(root / REGISTRY).get("pathology-tumor")  # noqa: E731
+    write_registry_records(root, [report("1", 0.62, "h")])
+    assert champion().metrics == {"champion": 0.62} and champion().holdout_digest == "h"
+    write_registry_records(root, [report("7", 0.60, "h")])  # worse on the same holdout: kept
+    assert champion().metrics == {"champion": 0.62} and "champion->v1" in champion().settings["summary"]
+    assert "registry record pathology-tumor kept: its champion scored 0.6200 on holdout h" in capsys.readouterr().err
+    write_registry_records(root, [report("8", 0.58, "other")])  # another holdout: not comparable, replaced
+    assert champion().metrics == {"champion": 0.58} and champion().holdout_digest == "other"
+    write_registry_records(root, [report("9", 0.65, "other")])  # better: replaced
+    assert champion().metrics == {"champion": 0.65} and "champion->v9" in champion().settings["summary"]
+    write_registry_records(root, [report("2", 0.70, "other", goal="min")])  # a loss: lower is better
+    write_registry_records(root, [report("3", 0.75, "other", goal="min")])
+    assert champion().metrics == {"champion": 0.70}
+
+
 def test_a_finished_unit_logs_its_holdout_numbers_with_intervals_and_no_baselines():
     holdout = {"jaccard": 0.6174, "jaccard_ci95_low": 0.583, "jaccard_ci95_high": 0.6484, "units": 14.0,
                "baseline_all_tumor_jaccard": 0.2154, "jaccard_pooled": 0.62}
