@@ -54,6 +54,11 @@ class PathologyTrain(TrainConfig):
     # overlap, so adding a soft-Dice term trains on what is scored (a searchable choice).
     loss: str = setting("bce", "bce (the paper) | bce_dice (BCE plus soft Dice over the batch's valid pixels)",
                         choices=("bce", "bce_dice"))
+    # Online draws (projects/pathology/augment.py), beside the paper's stored flips: what a small
+    # H&E set of a few labs lacks is orientation and stain variety.
+    rotate: bool = setting(False, "a random quarter turn of each training tile, drawn every epoch")
+    stain_jitter: float = setting(0.0, "H&E stain jitter sigma of each training tile, drawn every epoch "
+                                       "(Tellez et al. 2018: 0.05 light, 0.2 strong); 0 = off", min=0, max=1)
 
 
 @dataclass
@@ -76,4 +81,4 @@ class PathologyConfig(Config):
     train: PathologyTrain = section(PathologyTrain)
     evaluation: PathologyEvaluation = section(PathologyEvaluation)
 
-    ADDED_LATER = {"downsample": 1, "loss": "bce", "tta": False}
+    ADDED_LATER = {"downsample": 1, "loss": "bce", "tta": False, "rotate": False, "stain_jitter": 0.0}

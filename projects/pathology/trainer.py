@@ -23,6 +23,7 @@ from projects.core.specs.holdout import HoldoutData
 from projects.core.trainer import TestOutcome, Trainer
 from projects.core.training import make_loader
 from projects.pathology import data as seg_data
+from projects.pathology.augment import OnlineAugment
 from projects.pathology import metrics as seg_metrics
 from projects.pathology import preprocess, serving
 from projects.pathology.config import PathologyConfig
@@ -38,19 +39,22 @@ class TileDataset(Dataset):
     """uint8 tiles -> float tensors on access (keeps memory at 1/4 of float storage).
 
     Targets stack the mask and the valid-pixel map: padded pixels must not train or score.
+    `augment` (training tiles only) draws a new view of each tile every time it is read.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
+    def __init__(self, arrays: dict[str, np.ndarray], augment: OnlineAugment | None = None):
         self.images, self.masks, self.valid = arrays["images"], arrays["masks"], arrays["valid"]
+        self.augment = augment if augment else None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div_(255.0)
-        target = torch.stack([torch.from_numpy(self.masks[i]).float(),
-                              torch.from_numpy(self.valid[i]).float()])
-        return image, target
+        image, mask, valid = self.images[i], self.masks[i], self.valid[i]
+        if self.augment is not None:
+            image, mask, valid = self.augment(image, mask, valid)
+        target = torch.stack([torch.from_numpy(mask).float(), torch.from_numpy(valid).float()])
+        return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), target
 
 
 class MaskedBCE(nn.Module):
@@ -238,7 +242,8 @@ class PathologyTrainer(Trainer):
     def loaders(self, config: PathologyConfig, prepared: PreparedTiles, generator):
         arrays = prepared.arrays
         n_train = len(arrays["train"]["images"])
-        train = make_loader(TileDataset(arrays["train"]), config.train, shuffle=True, generator=generator,
+        augment = OnlineAugment(rotate=config.rotate, stain_sigma=config.stain_jitter)
+        train = make_loader(TileDataset(arrays["train"], augment), config.train, shuffle=True, generator=generator,
                             drop_last=n_train > config.batch_size)
         val = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None
         return train, val

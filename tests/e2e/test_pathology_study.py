@@ -73,16 +73,18 @@ def test_run_logs_everything_the_issue_lists():
 
 def test_the_searched_recipe_settings_train_time_and_log_a_model_that_reads_an_image():
     """loss=bce_dice and tta=true (projects/pathology/real_data.py RECIPE_SPACE): the run trains
-    on the Dice term, evaluates the 8-view mean, exports it to ONNX like any model, and the
-    logged model rebuilds the wrapper from its settings and applies it to an image file."""
+    on the Dice term and online-augmented tiles, evaluates the 8-view mean, exports it to ONNX
+    like any model, and the logged model rebuilds the wrapper from its settings and applies it
+    to an image file."""
     import pandas as pd
 
     from projects.core import serving
 
     run, _ = _run(PathologyConfig(arch="elunet", filters=4, depth=3, epochs=1, loss="bce_dice", tta=True,
-                                  **(SMALL | {"log_model": True})))
+                                  rotate=True, stain_jitter=0.05, **(SMALL | {"log_model": True})))
     m, params = run.data.metrics, run.data.params
-    assert (params["loss"], params["tta"]) == ("bce_dice", "true")
+    assert (params["loss"], params["tta"], params["rotate"], params["stain_jitter"]) == ("bce_dice", "true", "true",
+                                                                                       "0.05")
     assert m["onnx_max_abs_diff"] <= 1e-4 and m["cpu_total_s"] > 0, m
     settings = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/model/artifacts/settings.json")
     assert settings["tta"] is True
