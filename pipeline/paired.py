@@ -15,10 +15,14 @@ from projects.core.records import Record
 from projects.core.uncertainty import UnitScores, paired_difference
 
 
-def lines(recs: Sequence[Record], metric: str, unit: str) -> list[str]:
+def lines(recs: Sequence[Record], metric: str, unit: str, block: str | None = None) -> list[str]:
     """Markdown: the best record by holdout `metric` minus each other one, with the 95% interval
     of the difference and the one-sided p that the best is not better; [] when fewer than two
-    records can be paired."""
+    records can be paired. Records of a block other than `block` are named with theirs."""
+
+    def name(r: Record) -> str:
+        return r.unit if block is None or r.block == block else f"{r.unit} ({r.block})"
+
     usable = [r for r in recs if r.holdout_units and r.holdout.get(metric) is not None]
     out = []
     for digest in sorted({r.holdout_digest for r in usable}):
@@ -28,11 +32,11 @@ def lines(recs: Sequence[Record], metric: str, unit: str) -> list[str]:
         best, scores = group[0], {r.key: UnitScores.from_dict(r.holdout_units) for r in group}
         n = scores[best.key].n_units
         out += [f"Paired on the holdout (the same {n} {unit}s for both models, bootstrap over them): "
-                f"the best by holdout {metric}, **{best.unit}**, minus each other model"
+                f"the best by holdout {metric}, **{name(best)}**, minus each other model"
                 + (f" ({len(recs) - len(usable)} record(s) from before per-unit results were kept are not paired)"
                    if len(usable) < len(recs) else "") + ":", ""]
         for r in group[1:]:
             d = paired_difference(scores[best.key], scores[r.key], metric)
-            out.append(f"- minus {r.unit}: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}], p = {d.p_value:.2g}")
+            out.append(f"- minus {name(r)}: {d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}], p = {d.p_value:.2g}")
         out.append("")
     return out

@@ -246,8 +246,9 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
     lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units {verb} recorded; "
                                   "`python -m pipeline.real_data --data-root data --blocks " + block.name + "` measures the rest."
                                   if expected and len(recs) < expected else ""), ""]
+    others = [r for name in block.paired_with for r in RecordStore(store.root.parent / name).all()]
     return "\n".join(lines + [*block.table(record_rows(recs, study, block)), "",
-                              *paired.lines(recs, block.metrics[0], study.unit)])
+                              *paired.lines(recs + others, block.metrics[0], study.unit, block=block.name)])
 
 
 def registry_section(root: Path) -> str | None:

@@ -48,7 +48,9 @@ def grid_configs(grid: PathologyGridConfig) -> list[PathologyConfig]:
 
 
 def cell(cfg: PathologyConfig) -> tuple[str, dict]:
-    return (f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}-s{cfg.seed}",
+    # online augmentation in the name: cells of one model that differ only by it stay apart
+    augment = ("-rot" if cfg.rotate else "") + (f"-stain{cfg.stain_jitter:g}" if cfg.stain_jitter else "")
+    return (f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}{augment}-s{cfg.seed}",
             {"arch": cfg.arch, "filters": cfg.filters, "depth": cfg.depth, "seed": cfg.seed})
 
 

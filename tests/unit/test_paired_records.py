@@ -59,3 +59,12 @@ def test_records_without_units_or_on_another_holdout_are_not_paired():
     got = paired.lines(recs, "jaccard", "source image")
     assert "2 record(s) from before" not in got[0] and "1 record(s) from before per-unit results" in got[0]
     assert [line for line in got if line.startswith("- ")] == [line for line in got if "minus b" in line]
+
+
+def test_records_of_a_block_paired_with_this_one_are_named_with_their_block():
+    import dataclasses
+
+    base = dataclasses.replace(_record("elunet-s0", _seg(0.60)), block="winner")
+    got = paired.lines([_record("elunet-rot-s0", _seg(0.62)), base], "jaccard", "source image", block="b")
+    assert "**elunet-rot-s0**" in got[0]
+    assert any(line.startswith("- minus elunet-s0 (winner): +0.020") for line in got)

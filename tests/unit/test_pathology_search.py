@@ -54,3 +54,21 @@ def test_the_section_says_how_to_run_it_before_any_trial(tmp_path):
     assert text.startswith("## search-monuseg")
     assert "pruner `median:warmup=" in text
     assert "Not measured yet: `python -m pipeline.real_search --data-root data --searches search-monuseg`" in text
+
+
+def test_the_recipe_is_the_committed_journals_winner_and_the_augmented_block_adds_only_augmentation():
+    from pipeline.real_data import unit_settings
+    from projects.pathology.real_data import RECIPE, STAIN_SIGMAS, blocks
+
+    study = real_search.load(records.RECORDS, _search())
+    assert study is not None, "results/records/searches/search-monuseg.journal is committed"
+    assert dict(study.best_trial.params) == RECIPE
+    (winner,) = STUDY.grid_configs(_search().winner_block(RECIPE).grids[0])[:1]
+    (augmented,) = [b for b in blocks(Path("/data"), False) if b.name == "monuseg-augmented"]
+    assert augmented.paired_with == ("search-monuseg-winner",)
+    configs = [c for g in augmented.grids for c in STUDY.grid_configs(g)]
+    assert sorted({c.stain_jitter for c in configs}) == list(STAIN_SIGMAS) and len(configs) == 6
+    for c in configs:
+        differ = {k for k, v in unit_settings(c).items() if unit_settings(winner).get(k) != v}
+        assert differ <= {"rotate", "stain_jitter", "seed"} and c.rotate
+    assert len({STUDY.grid_cell(c)[0] for c in configs}) == 6  # units keep distinct names

@@ -36,6 +36,9 @@ class RealDataBlock:
     table: Callable[[Any], list[str]]  # rows (one per record: pipeline.real_data.record_rows) -> markdown lines
     source: Path | None = None  # the public data set it needs (the page renders without it)
     about: str = ""  # one paragraph under the block's heading: what it measures and why
+    # Blocks whose records this one's paired test includes (on the same holdout): e.g. the model
+    # without a change, measured in its own block, against the models with it.
+    paired_with: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
