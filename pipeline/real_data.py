@@ -262,7 +262,9 @@ def registry_section(root: Path) -> str | None:
              "candidates, unless an earlier store's champion scored higher on the same holdout (the policies' "
              "gates of that commit; aliases name versions of that store):", ""]
     for rec in recs:
-        lines += [f"- {rec.settings['summary']} (commit {rec.commit}, {rec.finished[:10]})", "",
+        held = rec.settings.get("champion_run")  # versions are per store: the run says which model it is
+        lines += [f"- {rec.settings['summary']} (commit {rec.commit}, {rec.finished[:10]})"
+                  + (f"; the champion is run `{held}`" if held else ""), "",
                   "  ```", *[f"  {line}" for line in rec.settings.get("table", [])], "  ```", ""]
     return "\n".join(lines)
 
@@ -342,7 +344,8 @@ def write_registry_records(root: Path, reports) -> None:
         store.write(Record(
             block=REGISTRY, unit=report.model, key=report.model, data_digest="",
             settings={"summary": report.summary(), "table": report.table().split("\n"),
-                      "champion_goal": champion.goal if champion else ""},
+                      "champion_goal": champion.goal if champion else "",
+                      "champion_run": f"{champion.target.run_name} ({champion.target.run_id[:8]})" if champion else ""},
             metrics=metrics, holdout_digest=digest,
             machine=records.machine(), commit=records.commit(), finished=records.now()))
 

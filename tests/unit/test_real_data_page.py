@@ -98,7 +98,8 @@ def test_a_store_whose_champion_is_worse_on_the_same_holdout_leaves_the_record(t
     from registry.report import MOVED, Decision, ModelReport
 
     def report(version: str, value: float, holdout: str, goal: str = "max") -> ModelReport:
-        run = Candidate(f"run{version}", "1", "r", 0, {}, {tracking.TAG_HOLDOUT_DIGEST: holdout}, {}, version)
+        run = Candidate(f"run{version}abcdefgh", "1", f"elunet-s{version}", 0, {}, {tracking.TAG_HOLDOUT_DIGEST: holdout},
+                        {}, version)
         decision = Decision("champion", "highest holdout_jaccard", None, version, MOVED, value=value,
                             target=run, goal=goal)
         return ModelReport("pathology-tumor", "p@1", False, 3, [decision], [])
@@ -107,6 +108,7 @@ def test_a_store_whose_champion_is_worse_on_the_same_holdout_leaves_the_record(t
     champion = lambda: RecordStore(root / REGISTRY).get("pathology-tumor")  # noqa: E731
     write_registry_records(root, [report("1", 0.62, "h")])
     assert champion().metrics == {"champion": 0.62} and champion().holdout_digest == "h"
+    assert champion().settings["champion_run"] == "elunet-s1 (run1abcd)"  # versions are per store; runs say which
     write_registry_records(root, [report("7", 0.60, "h")])  # worse on the same holdout: kept
     assert champion().metrics == {"champion": 0.62} and "champion->v1" in champion().settings["summary"]
     assert "registry record pathology-tumor kept: its champion scored 0.6200 on holdout h" in capsys.readouterr().err
@@ -117,6 +119,9 @@ def test_a_store_whose_champion_is_worse_on_the_same_holdout_leaves_the_record(t
     write_registry_records(root, [report("2", 0.70, "other", goal="min")])  # a loss: lower is better
     write_registry_records(root, [report("3", 0.75, "other", goal="min")])
     assert champion().metrics == {"champion": 0.70}
+    out = tmp_path / "REAL_DATA.md"
+    assert main(["--render", "--records", str(root), "--out", str(out)]) == 0
+    assert "; the champion is run `elunet-s2 (run2abcd)`" in sections(out.read_text())["Registry"]
 
 
 def test_a_finished_unit_logs_its_holdout_numbers_with_intervals_and_no_baselines():
