@@ -32,7 +32,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from pipeline import paired
+from pipeline import paired, registry_records
 from projects.core import cli, records, runtime, tracking, training
 from projects.core.errors import InputError
 from projects.core.grid import GridCell, plan_grid, run_cells
@@ -44,7 +44,6 @@ OUT = runtime.REPO_ROOT / "results" / "REAL_DATA.md"
 # Settings that do not change what a unit measures: not part of its key. `data` is a path on
 # one machine; the data's identity is the digest beside it.
 NOT_IN_KEY = ("data", "progress", "preset")  # a preset's name: its values are in the settings
-REGISTRY = "registry"  # what promote decided, one record per registered model (records/registry/<model>.json)
 
 
 @runtime_checkable
@@ -251,24 +250,6 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
                               *paired.lines(recs + others, block.metrics[0], study.unit, block=block.name)])
 
 
-def registry_section(root: Path) -> str | None:
-    """Each model's aliases as its last promotion with candidates left them. A store holds the
-    runs of the blocks measured in it (a session measures some blocks), so a promotion that saw
-    no candidate of a model leaves that model's earlier record standing."""
-    recs = sorted(RecordStore(root / REGISTRY).all(), key=lambda r: r.key)
-    if not recs:
-        return None
-    lines = ["## Registry", "", "Each model as `promote` left it after the last measurement whose store held its "
-             "candidates, unless an earlier store's champion scored higher on the same holdout (the policies' "
-             "gates of that commit; aliases name versions of that store):", ""]
-    for rec in recs:
-        held = rec.settings.get("champion_run")  # versions are per store: the run says which model it is
-        lines += [f"- {rec.settings['summary']} (commit {rec.commit}, {rec.finished[:10]})"
-                  + (f"; the champion is run `{held}`" if held else ""), "",
-                  "  ```", *[f"  {line}" for line in rec.settings.get("table", [])], "  ```", ""]
-    return "\n".join(lines)
-
-
 def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "", quick: bool = False) -> str:
     """The page from the records. A block or registry without records keeps the section the
     page already had (measured before records existed), marked as such, until it is measured."""
@@ -285,7 +266,7 @@ def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "",
 
     body += [real_search.section(root, search, study)
              for study, search in real_search.searches(Path("data"), quick).values()]
-    registry = registry_section(root)
+    registry = registry_records.section(root)
     if registry is None and "Registry" in kept:
         registry = _legacy(kept["Registry"], "from before records and before the registry's holdout-baseline gate; "
                                              "the next measurement's `promote` replaces it")
@@ -316,48 +297,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(runtime.REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-CHAMPION = "champion"  # the alias whose holder a later store must beat to replace a model's record
-
-
-def write_registry_records(root: Path, reports) -> None:
-    """One record per model that had candidates in this store (or an alias to keep or remove).
-
-    Each session measures in its own store, and its promote sees that store's candidates only. A
-    store whose champion scores worse on the same holdout than the recorded one leaves the record
-    standing: the page names the best model measured, not the last store's best."""
-    store = RecordStore(root / REGISTRY)
-    for report in reports:
-        if not report.n_candidates and not any(d.before for d in report.decisions):
-            continue
-        champion = next((d for d in report.decisions if d.alias == CHAMPION and d.target is not None
-                         and d.value is not None), None)
-        digest = champion.target.tags.get(tracking.TAG_HOLDOUT_DIGEST, "none") if champion else "none"
-        metrics = {CHAMPION: float(champion.value)} if champion else {}
-        earlier = store.get(report.model)
-        if champion and earlier is not None and _better(earlier, champion.value, champion.goal, digest):
-            print(f"[real-data] registry record {report.model} kept: its champion scored "
-                  f"{earlier.metrics[CHAMPION]:.4f} on holdout {digest}, this store's {champion.value:.4f} "
-                  f"({champion.rule})", file=sys.stderr)
-            continue
-        store.write(Record(
-            block=REGISTRY, unit=report.model, key=report.model, data_digest="",
-            settings={"summary": report.summary(), "table": report.table().split("\n"),
-                      "champion_goal": champion.goal if champion else "",
-                      "champion_run": f"{champion.target.run_name} ({champion.target.run_id[:8]})" if champion else ""},
-            metrics=metrics, holdout_digest=digest,
-            machine=records.machine(), commit=records.commit(), finished=records.now()))
-
-
-def _better(earlier: Record, value: float, goal: str, digest: str) -> bool:
-    """The recorded champion beats this one: same holdout (never rank across test sets), same
-    direction, a strictly better value."""
-    old = earlier.metrics.get(CHAMPION)
-    if old is None or digest == "none" or earlier.holdout_digest != digest \
-            or earlier.settings.get("champion_goal") != goal or goal not in ("max", "min"):
-        return False
-    return old > value if goal == "max" else old < value
 
 
 @cli.entry_point
@@ -408,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.promote:
             from registry import promote
 
-            write_registry_records(root, promote.promote_reports(dry_run=False))
+            registry_records.write(root, promote.promote_reports(dry_run=False))
     text = render(root, every, old, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

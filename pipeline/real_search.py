@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                 block = search.winner_block(params)
                 measured += real_data.run_block(study, block, RecordStore(args.records / block.name), budget)[0]
         if measured and args.promote:  # the winner's seeds are registry candidates: the registry section follows
+            from pipeline import registry_records
             from registry import promote
 
-            real_data.write_registry_records(args.records, promote.promote_reports(dry_run=False))
+            registry_records.write(args.records, promote.promote_reports(dry_run=False))
     # the whole page, as pipeline.real_data renders it (its blocks, these searches, the registry)
     return real_data.main(["--render", "--quick", str(args.quick).lower(), "--records", str(args.records),
                            "--out", str(args.out)])

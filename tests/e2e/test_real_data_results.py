@@ -14,7 +14,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import real_data
+from pipeline import real_data, registry_records
 from projects.core import tracking
 from projects.core.records import RecordStore
 from projects.embedded import ensure_mias
@@ -121,7 +121,7 @@ def test_a_real_data_search_resumes_from_its_journal_and_measures_its_winner(tmp
     assert "2 of 2 trials" in got and "| roi_normal_abnormal | 0 |" in got
     assert running_runs() == []
     # the winner's seed was a registry candidate: promote ran after it, the registry section shows it
-    (registry,) = RecordStore(records / real_data.REGISTRY).all()
+    (registry,) = RecordStore(records / registry_records.REGISTRY).all()
     assert registry.unit == "mammography-roi_normal_abnormal"
     assert "mammography-roi_normal_abnormal" in real_data.sections(out.read_text())["Registry"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import real_data, real_search
+from pipeline import real_data, real_search, registry_records
 from projects.core import records
 from projects.core.records import RecordStore
 from projects.core.study import all_studies
@@ -39,4 +39,4 @@ def test_each_committed_record_is_a_unit_its_block_plans(study, block):
 def test_the_blocks_with_committed_records_are_all_checked():
     on_disk = {p.name for p in records.RECORDS.iterdir() if p.is_dir() and any(p.glob("*.json"))}
     checked = {b.name for _, b in BLOCKS}
-    assert on_disk - checked <= {real_data.REGISTRY, real_search.SEARCHES}
+    assert on_disk - checked <= {registry_records.REGISTRY, real_search.SEARCHES}

@@ -69,16 +69,16 @@ def test_blocks_without_records_keep_their_earlier_section_marked_as_such(tmp_pa
 def test_each_model_keeps_its_last_promotion_with_candidates(tmp_path):
     """A session's store holds only the blocks it measured: a model without candidates there
     keeps the record of its earlier promotion."""
-    from pipeline.real_data import REGISTRY, write_registry_records
+    from pipeline.registry_records import REGISTRY, write
     from registry.report import MOVED, NONE, Decision, ModelReport
 
     root = tmp_path / "records"
     earlier = ModelReport("mammography-roi_normal_abnormal", "p@0", False, 5,
                           [Decision("champion", "max holdout_balanced_accuracy", None, "2", MOVED)], [])
-    write_registry_records(root, [earlier])
+    write(root, [earlier])
     moved = ModelReport("pathology-tumor", "p@1", False, 3, [Decision("champion", "max holdout_jaccard", None, "1", MOVED)], [])
     empty = ModelReport("mammography-roi_normal_abnormal", "p@1", False, 0, [Decision("champion", "r", None, None, NONE)], [])
-    write_registry_records(root, [moved, empty])
+    write(root, [moved, empty])
     assert sorted(r.key for r in RecordStore(root / REGISTRY).all()) == ["mammography-roi_normal_abnormal",
                                                                          "pathology-tumor"]
     out = tmp_path / "REAL_DATA.md"
@@ -92,7 +92,7 @@ def test_each_model_keeps_its_last_promotion_with_candidates(tmp_path):
 def test_a_store_whose_champion_is_worse_on_the_same_holdout_leaves_the_record(tmp_path, capsys):
     """Sessions measure in their own stores: a later store holding only a weaker model must not
     replace the recorded champion, unless the holdout differs (never ranked across test sets)."""
-    from pipeline.real_data import REGISTRY, write_registry_records
+    from pipeline.registry_records import REGISTRY, write
     from projects.core import tracking
     from registry.gates import Candidate
     from registry.report import MOVED, Decision, ModelReport
@@ -106,18 +106,18 @@ def test_a_store_whose_champion_is_worse_on_the_same_holdout_leaves_the_record(t
 
     root = tmp_path / "records"
     champion = lambda: RecordStore(root / REGISTRY).get("pathology-tumor")  # noqa: E731
-    write_registry_records(root, [report("1", 0.62, "h")])
+    write(root, [report("1", 0.62, "h")])
     assert champion().metrics == {"champion": 0.62} and champion().holdout_digest == "h"
     assert champion().settings["champion_run"] == "elunet-s1 (run1abcd)"  # versions are per store; runs say which
-    write_registry_records(root, [report("7", 0.60, "h")])  # worse on the same holdout: kept
+    write(root, [report("7", 0.60, "h")])  # worse on the same holdout: kept
     assert champion().metrics == {"champion": 0.62} and "champion->v1" in champion().settings["summary"]
     assert "registry record pathology-tumor kept: its champion scored 0.6200 on holdout h" in capsys.readouterr().err
-    write_registry_records(root, [report("8", 0.58, "other")])  # another holdout: not comparable, replaced
+    write(root, [report("8", 0.58, "other")])  # another holdout: not comparable, replaced
     assert champion().metrics == {"champion": 0.58} and champion().holdout_digest == "other"
-    write_registry_records(root, [report("9", 0.65, "other")])  # better: replaced
+    write(root, [report("9", 0.65, "other")])  # better: replaced
     assert champion().metrics == {"champion": 0.65} and "champion->v9" in champion().settings["summary"]
-    write_registry_records(root, [report("2", 0.70, "other", goal="min")])  # a loss: lower is better
-    write_registry_records(root, [report("3", 0.75, "other", goal="min")])
+    write(root, [report("2", 0.70, "other", goal="min")])  # a loss: lower is better
+    write(root, [report("3", 0.75, "other", goal="min")])
     assert champion().metrics == {"champion": 0.70}
     out = tmp_path / "REAL_DATA.md"
     assert main(["--render", "--records", str(root), "--out", str(out)]) == 0
