@@ -32,7 +32,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from pipeline import paired, registry_records
+from pipeline import holdout_images, paired, registry_records
 from projects.core import cli, records, runtime, tracking, training
 from projects.core.errors import InputError
 from projects.core.grid import GridCell, plan_grid, run_cells
@@ -247,7 +247,8 @@ def block_section(study: Study, block: RealDataBlock, store: RecordStore, expect
                                   if expected and len(recs) < expected else ""), ""]
     others = [r for name in block.paired_with for r in RecordStore(store.root.parent / name).all()]
     return "\n".join(lines + [*block.table(record_rows(recs, study, block)), "",
-                              *paired.lines(recs + others, block.metrics[0], study.unit, block=block.name)])
+                              *paired.lines(recs + others, block.metrics[0], study.unit, block=block.name),
+                              *holdout_images.lines(recs + others, block.metrics[0], block=block.name)])
 
 
 def render(root: Path, blocks: list[tuple[Study, RealDataBlock]], old: str = "", quick: bool = False) -> str:

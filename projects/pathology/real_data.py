@@ -69,7 +69,7 @@ def blocks(root: Path, quick: bool) -> list[RealDataBlock]:
 # trains at full resolution. The augmented block adds online augmentation to exactly these.
 RECIPE = dict(arch="elunet", filters=8, depth=3, lr=0.0023382678345482836, equalization="hist", loss="bce_dice",
               lr_schedule="constant", tta=False)
-STAIN_SIGMAS = (0.05, 0.2)
+STAIN_SIGMAS = (0.2, 0.05)  # measured in this order: the light jitter's first seeds gained nothing
 
 
 def _recipe_settings() -> dict:

@@ -68,3 +68,24 @@ def test_records_of_a_block_paired_with_this_one_are_named_with_their_block():
     got = paired.lines([_record("elunet-rot-s0", _seg(0.62)), base], "jaccard", "source image", block="b")
     assert "**elunet-rot-s0**" in got[0]
     assert any(line.startswith("- minus elunet-s0 (winner): +0.020") for line in got)
+
+
+def test_the_holdout_by_image_averages_each_configurations_seeds_hardest_image_first():
+    import dataclasses
+
+    from pipeline import holdout_images
+
+    def rec(unit: str, level: float, block: str = "b", seed: int = 0) -> Record:
+        return dataclasses.replace(_record(unit, _seg(level, seed=seed)), block=block)
+
+    recs = [rec("elunet-rot-s0", 0.60), rec("elunet-rot-s1", 0.64, seed=1), rec("elunet-s0", 0.50, block="winner"),
+            rec("old-s0", 0.9, block="b")]
+    recs[-1] = dataclasses.replace(recs[-1], holdout_units={})  # before per-unit results: left out
+    got = holdout_images.lines(recs, "jaccard", block="b")
+    assert got[2] == "| holdout image | elunet (winner) (1 seed) | elunet-rot (2 seeds) |"
+    rows = [line.split(" | ") for line in got[4:] if line.startswith("| img")]
+    assert [r[0] for r in rows] == [f"| img{i}" for i in range(8)]  # _seg rises with the image index
+    first = {r.unit: UnitScores.from_dict(r.holdout_units) for r in recs[:3]}
+    mean0 = np.mean([first[u].metrics(first[u].stats)["jaccard"][0] for u in ("elunet-rot-s0", "elunet-rot-s1")])
+    assert rows[0][2].rstrip(" |") == f"{mean0:.3f}"
+    assert holdout_images.lines(recs[-1:], "jaccard") == []
