@@ -72,7 +72,7 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsy
     assert not list(real_data.checkpoint_dir("mias-roi").glob("*.pt"))
 
     got = real_data.sections(out.read_text())
-    assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "monuseg-augmented",
+    assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "monuseg-augmented", "monuseg-more-training",
                          "search-roi-normal-abnormal",
                          "search-roi-7class", "search-monuseg", "Registry"]
     assert "Not measured yet" in got["monuseg"] and "Not measured yet" in got["mias-film"]

@@ -56,7 +56,7 @@ def test_the_section_says_how_to_run_it_before_any_trial(tmp_path):
     assert "Not measured yet: `python -m pipeline.real_search --data-root data --searches search-monuseg`" in text
 
 
-def test_the_recipe_is_the_committed_journals_winner_and_the_augmented_block_adds_only_augmentation():
+def test_the_recipe_is_the_committed_journals_winner_and_each_variant_block_changes_one_thing():
     from pipeline.real_data import unit_settings
     from projects.pathology.real_data import RECIPE, STAIN_SIGMAS, blocks
 
@@ -72,3 +72,7 @@ def test_the_recipe_is_the_committed_journals_winner_and_the_augmented_block_add
         differ = {k for k, v in unit_settings(c).items() if unit_settings(winner).get(k) != v}
         assert differ <= {"rotate", "stain_jitter", "seed"} and c.rotate
     assert len({STUDY.grid_cell(c)[0] for c in configs}) == 6  # units keep distinct names
+    (more,) = [b for b in blocks(Path("/data"), False) if b.name == "monuseg-more-training"]
+    for c in STUDY.grid_configs(more.grids[0]):
+        differ = {k for k, v in unit_settings(c).items() if unit_settings(winner).get(k) != v}
+        assert differ <= {"test_count", "val_fraction", "seed"} and (c.test_count, c.val_fraction) == (2, 0.15)

@@ -30,7 +30,7 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     got = sections(out.read_text())
     # the blocks, then the platform's searches (pipeline/real_search.py); no registry record: no registry section
-    assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "monuseg-augmented",
+    assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "monuseg-augmented", "monuseg-more-training",
                          "search-roi-normal-abnormal",
                          "search-roi-7class", "search-monuseg"]
     assert all("Not measured yet" in got[name] for name in ("mias-roi", "search-roi-7class", "search-monuseg"))
