@@ -73,6 +73,9 @@ def test_the_recipe_is_the_committed_journals_winner_and_each_variant_block_chan
         assert differ <= {"rotate", "stain_jitter", "seed"} and c.rotate
     assert len({STUDY.grid_cell(c)[0] for c in configs}) == 6  # units keep distinct names
     (more,) = [b for b in blocks(Path("/data"), False) if b.name == "monuseg-more-training"]
-    for c in STUDY.grid_configs(more.grids[0]):
+    more_configs = [c for g in more.grids for c in STUDY.grid_configs(g)]
+    assert len(more_configs) == 6 and len({STUDY.grid_cell(c)[0] for c in more_configs}) == 6
+    for c in more_configs:
         differ = {k for k, v in unit_settings(c).items() if unit_settings(winner).get(k) != v}
-        assert differ <= {"test_count", "val_fraction", "seed"} and (c.test_count, c.val_fraction) == (2, 0.15)
+        assert differ <= {"test_count", "val_fraction", "rotate", "stain_jitter", "seed"}
+        assert (c.test_count, c.val_fraction) == (2, 0.15) and c.stain_jitter in (0, 0.2)
