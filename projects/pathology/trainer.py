@@ -23,9 +23,9 @@ from projects.core.specs.holdout import HoldoutData
 from projects.core.trainer import TestOutcome, Trainer
 from projects.core.training import make_loader
 from projects.pathology import data as seg_data
-from projects.pathology.augment import OnlineAugment
 from projects.pathology import metrics as seg_metrics
 from projects.pathology import preprocess, serving
+from projects.pathology.augment import OnlineAugment
 from projects.pathology.config import PathologyConfig
 from projects.pathology.holdout import holdout_digest, holdout_images
 from projects.pathology.models import build_model, min_input_multiple, model_family
