@@ -8,6 +8,7 @@ from pipeline import rank_stability
 from pipeline import real_search
 from projects.core import records
 from projects.core.records import RecordStore
+from projects.pathology.config import PathologyConfig
 from projects.pathology.real_data import PAPER, RECIPE_PRUNER, searches
 from projects.pathology.study import STUDY
 
@@ -15,8 +16,8 @@ WON = dict(arch="unet", filters=16, depth=4, lr=1e-3, equalization="clahe", loss
            tta=True)
 
 
-def _search(quick: bool = False):
-    (search,) = searches(Path("/data"), quick)
+def _search(quick: bool = False, name: str = "search-monuseg"):
+    (search,) = [s for s in searches(Path("/data"), quick) if s.name == name]
     return search
 
 
@@ -25,7 +26,7 @@ def test_the_pruner_judges_from_monusegs_minimum_resource_in_the_committed_recor
     k = rank_stability.min_resource(rank_stability.stability(table))
     assert k is not None, "the rank-monuseg records are committed (36 configurations)"
     assert RECIPE_PRUNER == f"median:warmup={k}"
-    assert _search().pruner == RECIPE_PRUNER
+    assert {s.pruner for s in searches(Path("/data"))} == {RECIPE_PRUNER}
 
 
 def test_the_winner_is_trained_at_full_resolution_with_the_papers_protocol_and_its_searched_settings():
@@ -79,3 +80,26 @@ def test_the_recipe_is_the_committed_journals_winner_and_each_variant_block_chan
         differ = {k for k, v in unit_settings(c).items() if unit_settings(winner).get(k) != v}
         assert differ <= {"test_count", "val_fraction", "rotate", "stain_jitter", "seed"}
         assert (c.test_count, c.val_fraction) == (2, 0.15) and c.stain_jitter in (0, 0.2)
+
+
+def test_the_augment_search_judges_every_trial_on_the_same_24_training_images_and_trains_its_winner_so():
+    """search-monuseg-augment: the follow-ups' changes (split size, quarter turns, stain jitter)
+    as searched axes; the split is fixed, so every trial is judged on the same validation images."""
+    from projects.core import space as spaces
+    from projects.pathology.real_data import AUGMENT_FIXED, MORE_TRAINING
+
+    search = _search(name="search-monuseg-augment")
+    searched = {p.name for p in spaces.parse_space("pathology", search.space, PathologyConfig).params if not isinstance(p, spaces.Fixed)}
+    assert {"rotate", "stain_jitter", "equalization", "arch", "lr"} <= searched
+    assert not searched & {"test_count", "val_fraction", "test_fraction", "seed"}
+    won = dict(arch="elunet", filters=16, depth=3, lr=1e-3, equalization="none", rotate=True, stain_jitter=0.17)
+    block = search.winner_block(won)
+    assert block.name == "search-monuseg-augment-winner" and block.paired_with == ("search-monuseg-winner",)
+    configs = STUDY.grid_configs(block.grids[0])
+    assert [c.seed for c in configs] == [0, 1, 2] and len({STUDY.grid_cell(c)[0] for c in configs}) == 3
+    for c in configs:
+        assert {k: getattr(c, k) for k in won} == won
+        assert {k: getattr(c, k) for k in AUGMENT_FIXED} == AUGMENT_FIXED
+        assert (c.test_count, c.val_fraction) == (MORE_TRAINING["test_count"], MORE_TRAINING["val_fraction"])
+        assert (c.tile_size, c.downsample, c.epochs, c.batch_size) == (256, 1, PAPER["epochs"], PAPER["batch_size"])
+    assert all(f"{k}={str(v).lower() if isinstance(v, bool) else v}" in search.base for k, v in AUGMENT_FIXED.items())
