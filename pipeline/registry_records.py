@@ -55,9 +55,13 @@ def write(root: Path, reports) -> None:
                   f"{earlier.metrics[CHAMPION]:.4f} on holdout {digest}, this store's {champion.value:.4f} "
                   f"({champion.rule})", file=sys.stderr)
             continue
+        test = _paired_test(root, report.model, earlier, champion, digest) if champion and earlier else None
+        if test is not None and not test[1]:
+            print(f"[real-data] registry record {report.model} kept: {test[0]}", file=sys.stderr)
+            continue
         store.write(Record(
             block=REGISTRY, unit=report.model, key=report.model, data_digest="",
-            settings={"summary": report.summary(), "table": report.table().split("\n"),
+            settings={"summary": report.summary(), "table": report.table().split("\n") + ([f"  {test[0]}"] if test else []),
                       "champion_goal": champion.goal if champion else "",
                       "champion_run": f"{champion.target.run_name} ({champion.target.run_id[:8]})" if champion else ""},
             metrics=metrics, holdout_digest=digest,
@@ -72,3 +76,40 @@ def _better(earlier: Record, value: float, goal: str, digest: str) -> bool:
             or earlier.settings.get("champion_goal") != goal or goal not in ("max", "min"):
         return False
     return old > value if goal == "max" else old < value
+
+
+def _paired_test(root: Path, model: str, earlier: Record, champion, digest: str) -> tuple[str, bool] | None:
+    """The champion's significance rule (its policy's level) across stores: this store's champion
+    against the recorded one by a paired bootstrap over their records' holdout units, as promote
+    tests a newcomer against the holder within a store. (text, whether the newcomer may replace
+    it); None when there is nothing to test: another holdout, the same run, a policy without the
+    rule, or a run without a record by unit (then the value alone decides, as before)."""
+    from projects.core.uncertainty import UnitScores, paired_difference
+    from registry.policy import find_policy
+
+    held = earlier.settings.get("champion_run", "")
+    old_id = held.rsplit("(", 1)[-1].rstrip(")") if held else ""
+    rule = next((a for a in find_policy(model).aliases if a.alias == CHAMPION), None)
+    if (earlier.holdout_digest != digest or not old_id or champion.target.run_id.startswith(old_id)
+            or rule is None or rule.significance is None):
+        return None
+    old, new = _unit_record(root, old_id), _unit_record(root, champion.target.run_id)
+    metric = rule.metric.split("_", 1)[1]  # test_jaccard -> the records' jaccard by unit
+    if old is None or new is None or not old.holdout_units or not new.holdout_units:
+        return None
+    d = paired_difference(UnitScores.from_dict(new.holdout_units), UnitScores.from_dict(old.holdout_units), metric,
+                          higher_is_better=rule.goal == "max")
+    better = d.difference > 0 and d.p_value < rule.significance
+    return (f"across stores: {champion.target.run_name} ({champion.target.run_id[:8]}) vs the recorded champion "
+            f"{held} on the holdout, from their records: {d.describe()}; "
+            + (f"better at level {rule.significance:g}" if better else
+               f"not better beyond chance at level {rule.significance:g}: the recorded champion stays"), better)
+
+
+def _unit_record(root: Path, run_id: str) -> Record | None:
+    """The real-data record of the unit whose run this is (any block; a run id's prefix will do)."""
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != REGISTRY):
+        found = next((r for r in RecordStore(folder).all() if r.run_id and r.run_id.startswith(run_id)), None)
+        if found is not None:
+            return found
+    return None

@@ -129,3 +129,50 @@ def test_a_finished_unit_logs_its_holdout_numbers_with_intervals_and_no_baseline
                "baseline_all_tumor_jaccard": 0.2154, "jaccard_pooled": 0.62}
     assert holdout_line(holdout, ("jaccard", "dice")) == ": holdout jaccard 0.617 [0.583, 0.648]"
     assert holdout_line({}, ("jaccard",)) == ""  # a unit without a logged model is not scored
+
+
+def test_a_store_champion_replaces_the_recorded_one_only_if_better_by_the_paired_test(tmp_path, capsys):
+    """Across stores the champion's significance rule is applied on the records: this store's
+    champion against the recorded one, paired over the same 14 holdout images (their records)."""
+    import numpy as np
+
+    from pipeline.registry_records import REGISTRY, write
+    from projects.core import tracking
+    from projects.core.uncertainty import segmentation_scores
+    from registry.gates import Candidate
+    from registry.report import MOVED, Decision, ModelReport
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.7, 14)
+    images = [f"img{i:02d}" for i in range(14)]
+
+    def unit(run_id: str, per_image: np.ndarray) -> None:
+        tiles = np.repeat(per_image, 4)  # 4 tiles an image
+        zero = np.zeros(len(tiles))
+        scores = segmentation_scores(tiles, tiles, {"tp": zero, "fp": zero, "fn": zero, "tn": zero},
+                                     np.repeat(images, 4))
+        rec = _monuseg_record("elunet", 8, 3, float(per_image.mean()), "c")
+        rec.key, rec.run_id, rec.holdout_units = run_id, run_id, scores.as_dict()
+        RecordStore(tmp_path / "records" / "some-block").write(rec)
+
+    def report(run_id: str, value: float) -> ModelReport:
+        run = Candidate(run_id, "1", f"run-{run_id[:4]}", 0, {}, {tracking.TAG_HOLDOUT_DIGEST: "h"}, {}, "1")
+        return ModelReport("pathology-tumor", "p@1", False, 3, [Decision(
+            "champion", "highest holdout_jaccard", None, "1", MOVED, value=value, target=run, goal="max")], [])
+
+    noisy = base + rng.normal(0.01, 0.05, 14)  # higher on average, but within the images' noise
+    clear = base + rng.uniform(0.02, 0.04, 14)  # higher on every image
+    for run_id, scores in (("aaaa1111", base), ("bbbb2222", noisy), ("cccc3333", clear)):
+        unit(run_id, scores)
+    root = tmp_path / "records"
+    champion = lambda: RecordStore(root / REGISTRY).get("pathology-tumor")  # noqa: E731
+    write(root, [report("aaaa1111", float(base.mean()))])
+    assert noisy.mean() > base.mean()
+    write(root, [report("bbbb2222", float(noisy.mean()))])
+    assert champion().settings["champion_run"] == "run-aaaa (aaaa1111)"
+    err = capsys.readouterr().err
+    assert "registry record pathology-tumor kept: across stores: run-bbbb (bbbb2222) vs the recorded champion" in err
+    assert "not better beyond chance at level 0.05" in err
+    write(root, [report("cccc3333", float(clear.mean()))])
+    assert champion().settings["champion_run"] == "run-cccc (cccc3333)"
+    assert any("across stores" in line and "better at level 0.05" in line for line in champion().settings["table"])
