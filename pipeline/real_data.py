@@ -235,15 +235,18 @@ def provenance(recs: list[Record]) -> str:
                if loads else "."))
 
 
-def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None) -> str:
+def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None,
+                  rest: str | None = None) -> str:
+    """rest: the command that measures the block's missing units (default: this runner's --blocks)."""
     recs = store.all()
+    rest = rest or f"python -m pipeline.real_data --data-root data --blocks {block.name}"
     lines = [f"## {block.name}", ""] + ([block.about, ""] if block.about else [])
     if not recs:
         return "\n".join(lines + ["Not measured yet: no records under "
                                   f"`{_shown(store.root)}`.", ""])
     verb = "is" if len(recs) == 1 else "are"
     lines += [provenance(recs) + (f" {len(recs)} of the block's {expected} units {verb} recorded; "
-                                  "`python -m pipeline.real_data --data-root data --blocks " + block.name + "` measures the rest."
+                                  f"`{rest}` measures the rest."
                                   if expected and len(recs) < expected else ""), ""]
     others = [r for name in block.paired_with for r in RecordStore(store.root.parent / name).all()]
     return "\n".join(lines + [*block.table(record_rows(recs, study, block)), "",

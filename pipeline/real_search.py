@@ -116,8 +116,9 @@ def section(root: Path, search: RealSearch, study: Study) -> str:
         return "\n".join(lines + ["", "The winner's seeds are measured when the search has all its trials.", ""])
     block = search.winner_block(params)
     lines += ["", "The winner with 3 seeds (each a record: test split and the study's holdout):", ""]
-    body = real_data.block_section(study, block, RecordStore(root / block.name),
-                                   sum(len(study.grid_configs(g)) for g in block.grids))
+    body = real_data.block_section(study, block, RecordStore(root / block.name),  # its seeds resume with the search
+                                   sum(len(study.grid_configs(g)) for g in block.grids),
+                                   rest=f"python -m pipeline.real_search --data-root data --searches {search.name}")
     return "\n".join(lines + body.split("\n", 2)[2:])
 
 
