@@ -1,8 +1,8 @@
 """Results on the real public data sets, measured in resumable pieces: each study's real-data
 blocks (a RealDataStudy's real_data: its cells on the public sets under the data root) run unit by unit
 (one cell and seed), each finished unit written as a record under `results/records/<block>/`
-(projects/core/records.py); then `promote`; then results/REAL_DATA.md, rendered from the
-records alone.
+(projects/core/records.py) and followed by `promote` (a killed job keeps the decisions of the units
+it finished); then results/REAL_DATA.md, rendered from the records alone.
 
     python -m pipeline.real_data --data-root data                      # every block (hours on 2 cores)
     python -m pipeline.real_data --data-root data --blocks monuseg --budget-min 120
@@ -24,7 +24,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -154,8 +154,10 @@ def holdout_line(holdout: dict, metrics: Iterable[str]) -> str:
     return f": holdout {', '.join(shown)}" if shown else ""
 
 
-def run_block(study: Study, block: RealDataBlock, store: RecordStore, budget: Budget) -> tuple[int, int, int]:
-    """The block's units without a record, in order, until the budget is spent.
+def run_block(study: Study, block: RealDataBlock, store: RecordStore, budget: Budget,
+              after_unit: Callable[[], object] | None = None) -> tuple[int, int, int]:
+    """The block's units without a record, in order, until the budget is spent; `after_unit` runs
+    after each one that finished (promote: a job killed later keeps what its units decided).
     Returns (measured now, skipped as already recorded, left for a later run)."""
     units = plan_units(study, block)
     todo = [u for u in units if store.get(u.key) is None]
@@ -178,7 +180,10 @@ def run_block(study: Study, block: RealDataBlock, store: RecordStore, budget: Bu
                           file=sys.stderr, flush=True)
                     break
                 rows = run_cells([GridCell(u.name, {"unit": u.name}, lambda u=u: run_unit(u, store))])
-                measured += int(rows["status"].iloc[0] == "FINISHED")
+                if rows["status"].iloc[0] == "FINISHED":
+                    measured += 1
+                    if after_unit is not None:
+                        after_unit()
     return measured, done_before, len(todo) - measured
 
 
@@ -314,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no new unit after this many minutes (0: no limit); the unit in progress "
                              "finishes and is recorded")
     parser.add_argument("--render", action="store_true", help="only re-render the page from the records")
-    parser.add_argument("--promote", type=cli.str2bool, default=True, help="run promote after the units")
+    parser.add_argument("--promote", type=cli.str2bool, default=True, help="run promote after every unit measured")
     parser.add_argument("--records", type=Path, default=None,
                         help=f"folder of the records (default: {_shown(records.RECORDS)})")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -341,17 +346,14 @@ def main(argv: list[str] | None = None) -> int:
                                              f"(looked for {', '.join(str(b.source) for _, b in chosen)})")
         tracking.setup_tracking()
         budget = Budget(args.budget_min)
+        promote = (lambda: registry_records.promote(root)) if args.promote else None
         for study, block in present:
             print(f"=== real data: {block.name} ===", file=sys.stderr, flush=True)
-            measured, skipped, left = run_block(study, block, RecordStore(root / block.name), budget)
+            measured, skipped, left = run_block(study, block, RecordStore(root / block.name), budget, promote)
             print(f"[{block.name}] measured {measured}, already recorded {skipped}, left {left}",
                   file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(render(root, every, old, args.quick))  # after every block
-        if args.promote:
-            from registry import promote
-
-            registry_records.write(root, promote.promote_reports(dry_run=False))
     text = render(root, every, old, args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -124,7 +124,7 @@ def section(root: Path, search: RealSearch, study: Study) -> str:
 
 @cli.entry_point
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import real_data
+    from pipeline import real_data, registry_records
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.real_search", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=Path("data"), help="folder of the public data sets")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, default=None, help="folder of the records (default: results/records)")
     parser.add_argument("--out", type=Path, default=real_data.OUT)
     parser.add_argument("--promote", type=cli.str2bool, default=True,
-                        help="run promote after the winner's seeds (when any was measured)")
+                        help="run promote after every seed of a winner measured")
     args = parser.parse_args(argv)
     args.records = args.records or (runtime.cache_dir() / "records-quick" if args.quick else records.RECORDS)
     known = searches(args.data_root.resolve(), args.quick)
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {k: v for k, v in known.items() if not args.searches or k in args.searches}
     if not args.render:
         tracking.setup_tracking()
-        budget, measured = Budget(args.budget_min), 0
+        budget = Budget(args.budget_min)
+        promote = (lambda: registry_records.promote(args.records)) if args.promote else None  # the seeds are candidates
         for name, (study, search) in chosen.items():
             if not search.source.is_dir():
                 raise InputError("--data-root", f"search {name} needs {search.source}, which does not exist")
@@ -155,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             params = winner(args.records, search)
             if params is not None and not budget.spent():
                 block = search.winner_block(params)
-                measured += real_data.run_block(study, block, RecordStore(args.records / block.name), budget)[0]
-        if measured and args.promote:  # the winner's seeds are registry candidates: the registry section follows
-            from pipeline import registry_records
-            from registry import promote
-
-            registry_records.write(args.records, promote.promote_reports(dry_run=False))
+                real_data.run_block(study, block, RecordStore(args.records / block.name), budget, promote)
     # the whole page, as pipeline.real_data renders it (its blocks, these searches, the registry)
     return real_data.main(["--render", "--quick", str(args.quick).lower(), "--records", str(args.records),
                            "--out", str(args.out)])

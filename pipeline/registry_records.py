@@ -35,6 +35,13 @@ def section(root: Path) -> str | None:
     return "\n".join(lines)
 
 
+def promote(root: Path) -> None:
+    """The registry's promote on this store, its decisions recorded under `root`."""
+    from registry import promote as registry_promote  # the registry imports the studies: load it when used
+
+    write(root, registry_promote.promote_reports(dry_run=False))
+
+
 def write(root: Path, reports) -> None:
     """One record per model that had candidates in this store (or an alias to keep or remove).
 

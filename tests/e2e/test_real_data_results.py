@@ -37,12 +37,12 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsy
     records, out = tmp_path / "records", tmp_path / "REAL_DATA.md"
     args = ["--data-root", str(root), "--blocks", "mias-roi", "--quick", "true", "--records", str(records),
             "--out", str(out)]
-    store = RecordStore(records / "mias-roi")
-    job = subprocess.Popen([sys.executable, "-m", "pipeline.real_data", *args, "--promote", "false"],
+    store, registry = RecordStore(records / "mias-roi"), RecordStore(records / registry_records.REGISTRY)
+    job = subprocess.Popen([sys.executable, "-m", "pipeline.real_data", *args],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 600
-        while not store.all() and job.poll() is None and time.monotonic() < deadline:
+        while not registry.all() and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
         assert store.all(), "the first unit never wrote its record"
     finally:
@@ -50,6 +50,8 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsy
         job.wait(60)
     first = store.all()
     assert len(first) == 1 and first[0].status == "FINISHED"
+    # promote ran after the unit, not at the job's end: the killed job kept what it decided
+    assert f"mammography-roi_{first[0].settings['task']}" in {r.unit for r in registry.all()}
     assert first[0].holdout["balanced_accuracy"] is not None and first[0].commit
     # the holdout result by patient is kept: later pages pair models on it without the models
     by_unit = first[0].holdout_units
