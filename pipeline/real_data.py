@@ -227,7 +227,8 @@ def record_rows(recs: Iterable[Record], study: Study, block: RealDataBlock) -> p
 
 def provenance(recs: list[Record]) -> str:
     commits = sorted({r.commit for r in recs if r.commit})
-    cpus = sorted({f"{r.machine.get('cpu', '?')} ({r.machine.get('cores', '?')} cores)" for r in recs})
+    cpus = sorted({f"{r.machine.get('cpu', '?')}{', ' + r.machine['cpu_kind'] if r.machine.get('cpu_kind') else ''} "
+                   f"({r.machine.get('cores', '?')} cores)" for r in recs})
     days = sorted({r.finished[:10] for r in recs if r.finished})
     loads = [v for r in recs for k, v in r.machine.items() if k.startswith("load_1min") and v is not None]
     hours = sum(r.wall_s for r in recs) / 3600

@@ -154,7 +154,11 @@ def machine(load_at_start: float | None = None) -> dict[str, Any]:
     machine was idle (the 1-minute load average when the unit started and when it ended)."""
     import torch
 
-    out = {"cpu": runtime.cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    from projects.core import device
+
+    # the model name alone hides what sets the speed: two "AMD EPYC" machines here train 3x apart
+    # (AVX-512 BF16 vs AVX2 only: the automatic precision is bf16 on one, fp32 on the other)
+    out = {"cpu": runtime.cpu_model(), "cpu_kind": device.cpu_kind(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "python": platform.python_version(), "host_kind": platform.machine(),
            "load_1min_end": load_1min()}
     return out | ({"load_1min_start": load_at_start} if load_at_start is not None else {})

@@ -7,12 +7,14 @@ from projects.core.records import Record, RecordStore, unit_key
 from projects.pathology.real_data import CELLS, PAPER
 
 
-def _monuseg_record(arch: str, filters: int, depth: int, jaccard: float, commit: str) -> Record:
+def _monuseg_record(arch: str, filters: int, depth: int, jaccard: float, commit: str,
+                    cpu_kind: str | None = None) -> Record:
     settings = PAPER | {"arch": arch, "filters": filters, "depth": depth, "seed": 0}
     return Record(
         block="monuseg", unit=f"{arch}-n{filters}-d{depth}-s0", key=unit_key(settings, "d"), settings=settings,
         data_digest="d", holdout_digest="h", commit=commit, finished="2026-12-06T03:00:00+00:00", wall_s=1800,
-        machine={"cpu": "AMD EPYC", "cores": 2, "load_1min_start": 1.0, "load_1min_end": 2.5},
+        machine={"cpu": "AMD EPYC", "cores": 2, "load_1min_start": 1.0, "load_1min_end": 2.5}
+        | ({"cpu_kind": cpu_kind} if cpu_kind else {}),
         metrics={"test_jaccard": jaccard - 0.02, "test_jaccard_ci95_low": jaccard - 0.05,
                  "test_jaccard_ci95_high": jaccard + 0.01, "epochs_run": 17.0, "model_size_mb": 0.2,
                  "cpu_total_s": 1.25, "test_n_units": 6.0},
@@ -24,8 +26,8 @@ def _monuseg_record(arch: str, filters: int, depth: int, jaccard: float, commit:
 def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent' / 'x.db'}")  # never opened
     store = RecordStore(tmp_path / "records" / "monuseg")
-    store.write(_monuseg_record("elunet", 4, 4, 0.612, "aaa111"))
-    store.write(_monuseg_record("unet", 32, 4, 0.655, "bbb222"))
+    store.write(_monuseg_record("elunet", 4, 4, 0.612, "aaa111", cpu_kind="cpu-bf16"))
+    store.write(_monuseg_record("unet", 32, 4, 0.655, "bbb222", cpu_kind="cpu"))
     out = tmp_path / "REAL_DATA.md"
     assert main(["--render", "--records", str(tmp_path / "records"), "--out", str(out)]) == 0
     got = sections(out.read_text())
@@ -37,6 +39,8 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     monuseg = got["monuseg"]
     assert "2 trained models, 1.0 h" in monuseg and "aaa111, bbb222" in monuseg and f"2 of the block's {len(CELLS)}" in monuseg
     assert "load average 1.0-2.5 when units started and ended" in monuseg
+    # one model name, two speeds: the page says which kind of CPU (bf16 instructions or not) measured
+    assert "on AMD EPYC, cpu (2 cores); AMD EPYC, cpu-bf16 (2 cores) at" in monuseg
     rows = {r.split("|")[1].strip() + r.split("|")[2].strip(): r.split("|") for r in monuseg.splitlines()
             if r.startswith("| elunet") or r.startswith("| unet")}
     assert rows["elunet4"][5].strip() == "0.612 [0.582, 0.632]"  # holdout Jaccard with its interval

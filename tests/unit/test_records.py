@@ -115,3 +115,13 @@ def test_a_checkpoint_of_a_run_that_had_stopped_early_trains_no_more(tmp_path):
                     lambda m, b: pytest.fail("trained again"), log=False)
     assert again.stopped_early and again.epochs_run == 3 and again.best_epoch == 1
     assert math.isclose(again.history[0]["val_loss"], 1.0) and np.isfinite(again.train_seconds)
+
+
+def test_a_record_names_the_kind_of_cpu_beside_its_model_name():
+    """Two machines both called "AMD EPYC" here train 3x apart (with and without AVX-512 BF16):
+    the record keeps the kind that set the automatic precision."""
+    from projects.core import device, records
+
+    got = records.machine(load_at_start=0.5)
+    assert got["cpu_kind"] == device.cpu_kind() and got["cpu_kind"] in ("cpu", "cpu-bf16", "cpu-amx")
+    assert got["load_1min_start"] == 0.5 and got["cores"] >= 1
