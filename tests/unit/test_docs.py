@@ -17,8 +17,8 @@ def user_documents() -> list[Path]:
 
 def test_readme_starts_with_the_two_commands_and_stays_short():
     text = README.read_text()
-    lines = text.splitlines()
-    assert len(lines) < 160, len(lines)
+    # words, not lines: a line count rewarded one 2,000-character paragraph over a table
+    assert len(text.split()) < 1800, len(text.split())
     block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).splitlines()
     assert [line.split("#")[0].strip() for line in block] == ["make demo", "make test"]
     assert text.index("make demo") < 300  # at the top, before any prose
