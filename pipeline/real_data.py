@@ -238,7 +238,9 @@ def provenance(recs: list[Record]) -> str:
             f"at commit{'s' if len(commits) > 1 else ''} {', '.join(commits) or '?'}"
             + (f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f} when units started and ended (CPU "
                "times are only as good as the machine was idle; between those moments it may have been busier)."
-               if loads else "."))
+               if loads else ".")
+            + (f" CPU times come from {len(cpus)} kinds of machine: compare them within one kind only."
+               if len(cpus) > 1 else ""))
 
 
 def block_section(study: Study, block: RealDataBlock, store: RecordStore, expected: int | None = None,

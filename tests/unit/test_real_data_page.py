@@ -41,6 +41,7 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     assert "load average 1.0-2.5 when units started and ended" in monuseg
     # one model name, two speeds: the page says which kind of CPU (bf16 instructions or not) measured
     assert "on AMD EPYC, cpu (2 cores); AMD EPYC, cpu-bf16 (2 cores) at" in monuseg
+    assert "CPU times come from 2 kinds of machine: compare them within one kind only." in monuseg
     rows = {r.split("|")[1].strip() + r.split("|")[2].strip(): r.split("|") for r in monuseg.splitlines()
             if r.startswith("| elunet") or r.startswith("| unet")}
     assert rows["elunet4"][5].strip() == "0.612 [0.582, 0.632]"  # holdout Jaccard with its interval
