@@ -192,7 +192,8 @@ def variant_table(rows: pd.DataFrame) -> list[str]:
              "| holdout Dice [95% CI] | test-split Jaccard [95% CI] | epochs | size MB | CPU s, load + 57 tiles |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     defaults = {"rotate": False, "stain_jitter": 0.0, "test_count": 0, "val_fraction": 0.2}
-    rows = rows.assign(**{k: rows[k] if k in rows else v for k, v in defaults.items()})
+    # a record from before a setting existed has no value for it: the default, not NaN (truthy)
+    rows = rows.assign(**{k: rows[k].where(rows[k].notna(), v) if k in rows else v for k, v in defaults.items()})
     for _, r in rows.sort_values(["arch", "filters", "depth", *defaults, "seed"]).iterrows():
         change = (["quarter turns"] if r["rotate"] else []) + ([f"stain jitter {r['stain_jitter']:g}"]
                                                                if r["stain_jitter"] else [])

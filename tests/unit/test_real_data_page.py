@@ -181,3 +181,20 @@ def test_a_store_champion_replaces_the_recorded_one_only_if_better_by_the_paired
     write(root, [report("cccc3333", float(clear.mean()))])
     assert champion().settings["champion_run"] == "run-cccc (cccc3333)"
     assert any("across stores" in line and "better at level 0.05" in line for line in champion().settings["table"])
+
+
+def test_a_variant_row_names_only_the_changes_its_record_has():
+    """A block whose older records predate a setting (no `rotate`, no `stain_jitter` key) beside
+    newer ones that set it: the older rows name their real change, not 'stain jitter nan'."""
+    import pandas as pd
+
+    from projects.pathology.real_data import variant_table
+
+    base = {"arch": "elunet", "filters": 8, "depth": 3, "test_count": 2, "val_fraction": 0.15,
+            "holdout_jaccard": 0.62, "holdout_jaccard_ci": (0.6, 0.64), "holdout_dice": 0.75,
+            "holdout_dice_ci": (0.7, 0.8), "jaccard": 0.6, "jaccard_ci": (0.55, 0.65), "epochs_run": 16.0,
+            "size_mb": 0.18, "cpu_total_s": 0.5}
+    rows = pd.DataFrame([base | {"seed": 0}, base | {"seed": 1, "rotate": True, "stain_jitter": 0.2}])
+    changes = {line.split("|")[5].strip(): line.split("|")[4].strip() for line in variant_table(rows)[2:]}
+    assert changes == {"0": "test split 2 images, validation 15%",
+                       "1": "quarter turns, stain jitter 0.2, test split 2 images, validation 15%"}
