@@ -59,6 +59,9 @@ class PathologyTrain(TrainConfig):
     rotate: bool = setting(False, "a random quarter turn of each training tile, drawn every epoch")
     stain_jitter: float = setting(0.0, "H&E stain jitter sigma of each training tile, drawn every epoch "
                                        "(Tellez et al. 2018: 0.05 light, 0.2 strong); 0 = off", min=0, max=1)
+    hsv_jitter: float = setting(0.0, "HSV jitter sigma of each training tile, drawn every epoch: hue turned by "
+                                     "U(-s, s) of the circle, saturation and brightness scaled by U(1-s, 1+s); "
+                                     "0 = off", min=0, max=1)
 
 
 @dataclass
@@ -81,4 +84,5 @@ class PathologyConfig(Config):
     train: PathologyTrain = section(PathologyTrain)
     evaluation: PathologyEvaluation = section(PathologyEvaluation)
 
-    ADDED_LATER = {"downsample": 1, "loss": "bce", "tta": False, "rotate": False, "stain_jitter": 0.0}
+    ADDED_LATER = {"downsample": 1, "loss": "bce", "tta": False, "rotate": False, "stain_jitter": 0.0,
+                   "hsv_jitter": 0.0}

@@ -49,7 +49,8 @@ def grid_configs(grid: PathologyGridConfig) -> list[PathologyConfig]:
 
 def cell(cfg: PathologyConfig) -> tuple[str, dict]:
     # online augmentation in the name: cells of one model that differ only by it stay apart
-    augment = ("-rot" if cfg.rotate else "") + (f"-stain{cfg.stain_jitter:g}" if cfg.stain_jitter else "")
+    augment = (("-rot" if cfg.rotate else "") + (f"-stain{cfg.stain_jitter:g}" if cfg.stain_jitter else "")
+               + (f"-hsv{cfg.hsv_jitter:g}" if cfg.hsv_jitter else ""))
     return (f"{cfg.arch}-n{cfg.filters}-d{cfg.depth}{augment}-s{cfg.seed}",
             {"arch": cfg.arch, "filters": cfg.filters, "depth": cfg.depth, "seed": cfg.seed})
 

@@ -242,7 +242,7 @@ class PathologyTrainer(Trainer):
     def loaders(self, config: PathologyConfig, prepared: PreparedTiles, generator):
         arrays = prepared.arrays
         n_train = len(arrays["train"]["images"])
-        augment = OnlineAugment(rotate=config.rotate, stain_sigma=config.stain_jitter)
+        augment = OnlineAugment(rotate=config.rotate, stain_sigma=config.stain_jitter, hsv_sigma=config.hsv_jitter)
         train = make_loader(TileDataset(arrays["train"], augment), config.train, shuffle=True, generator=generator,
                             drop_last=n_train > config.batch_size)
         val = make_loader(TileDataset(arrays["val"]), config.train) if len(arrays["val"]["images"]) else None

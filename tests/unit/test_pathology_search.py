@@ -103,3 +103,26 @@ def test_the_augment_search_judges_every_trial_on_the_same_24_training_images_an
         assert (c.test_count, c.val_fraction) == (MORE_TRAINING["test_count"], MORE_TRAINING["val_fraction"])
         assert (c.tile_size, c.downsample, c.epochs, c.batch_size) == (256, 1, PAPER["epochs"], PAPER["batch_size"])
     assert all(f"{k}={str(v).lower() if isinstance(v, bool) else v}" in search.base for k, v in AUGMENT_FIXED.items())
+
+
+def test_the_colour_search_keeps_the_augment_winners_model_and_searches_the_colour_draws():
+    """search-monuseg-colour: the augment search's model (ELU-Net 16, depth 4, hist) fixed, the
+    learning rate and the three online draws searched; its winner is paired with the augment
+    search's winner, on the same 24 training images."""
+    from projects.core import space as spaces
+    from projects.pathology.real_data import COLOUR_FIXED, COLOUR_TRIALS, MORE_TRAINING
+
+    augment = real_search.load(records.RECORDS, _search(name="search-monuseg-augment"))
+    assert augment is not None, "results/records/searches/search-monuseg-augment.journal is committed"
+    model = {k: augment.best_trial.params[k] for k in ("arch", "filters", "depth", "equalization")}
+    assert {k: COLOUR_FIXED[k] for k in model} == model  # fails if the augment search's winner changes
+    search = _search(name="search-monuseg-colour")
+    searched = {p.name for p in spaces.parse_space("pathology", search.space, PathologyConfig).params
+                if not isinstance(p, spaces.Fixed)}
+    assert searched == {"lr", "rotate", "stain_jitter", "hsv_jitter"} and search.n_trials == COLOUR_TRIALS
+    block = search.winner_block(dict(lr=1e-3, rotate=True, stain_jitter=0.1, hsv_jitter=0.12))
+    assert block.name == "search-monuseg-colour-winner" and block.paired_with == ("search-monuseg-augment-winner",)
+    for c in STUDY.grid_configs(block.grids[0]):
+        assert (c.arch, c.filters, c.depth, c.equalization, c.hsv_jitter) == ("elunet", 16, 4, "hist", 0.12)
+        assert (c.test_count, c.val_fraction, c.tile_size) == (MORE_TRAINING["test_count"],
+                                                               MORE_TRAINING["val_fraction"], PAPER["tile_size"])

@@ -34,7 +34,8 @@ def test_the_page_is_rendered_from_records_without_data_or_store(tmp_path, monke
     # the blocks, then the platform's searches (pipeline/real_search.py); no registry record: no registry section
     assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "monuseg-augmented", "monuseg-more-training",
                          "search-roi-normal-abnormal",
-                         "search-roi-7class", "search-monuseg", "search-monuseg-augment"]
+                         "search-roi-7class", "search-monuseg", "search-monuseg-augment",
+                         "search-monuseg-colour"]
     assert all("Not measured yet" in got[name] for name in ("mias-roi", "search-roi-7class", "search-monuseg"))
     monuseg = got["monuseg"]
     assert "2 trained models, 1.0 h" in monuseg and "aaa111, bbb222" in monuseg and f"2 of the block's {len(CELLS)}" in monuseg
