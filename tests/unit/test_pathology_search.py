@@ -117,8 +117,9 @@ def test_the_colour_search_keeps_the_augment_winners_model_and_searches_the_colo
     model = {k: augment.best_trial.params[k] for k in ("arch", "filters", "depth", "equalization")}
     assert {k: COLOUR_FIXED[k] for k in model} == model  # fails if the augment search's winner changes
     search = _search(name="search-monuseg-colour")
-    searched = {p.name for p in spaces.parse_space("pathology", search.space, PathologyConfig).params
-                if not isinstance(p, spaces.Fixed)}
+    space = spaces.apply_overrides(spaces.parse_space("pathology", STUDY.default_space, PathologyConfig),
+                                   search.space, PathologyConfig)  # what the search CLI samples from
+    searched = {p.name for p in space.params if not isinstance(p, spaces.Fixed)}
     assert searched == {"lr", "rotate", "stain_jitter", "hsv_jitter"} and search.n_trials == COLOUR_TRIALS
     block = search.winner_block(dict(lr=1e-3, rotate=True, stain_jitter=0.1, hsv_jitter=0.12))
     assert block.name == "search-monuseg-colour-winner" and block.paired_with == ("search-monuseg-augment-winner",)
