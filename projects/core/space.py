@@ -14,7 +14,8 @@ the command-line syntax, so what the parent run logs as `space` can be pasted ba
 
 `--space depth=3:5,arch=unet|elunet` replaces those entries of the default space and keeps
 the others; a field that is not in the default space is added (any field of the study's
-config dataclass, typed by it). An override of a pow2 or log entry keeps that scale unless
+config dataclass, typed by it). A setting given in `--base` is fixed, not searched, unless
+`--space` names it as well (`pin_base`). An override of a pow2 or log entry keeps that scale unless
 it names another one (`filters=4:16` stays powers of two).
 
 Each study declares its default space as text (`Study.default_space`) and may narrow it for
@@ -268,6 +269,19 @@ def apply_overrides(space: Space, overrides: str, config_cls: type) -> Space:
             raise InputError("--space", f"{name} has type {kind}, which cannot be searched")
         space = space.replace(parse_param(name, text, kind, space.get(name)))
     return space
+
+
+def pin_base(overrides: str, base: Mapping[str, Any], default: Space) -> tuple[str, list[str]]:
+    """`--space` text with every `--base` setting that the default space searches, and the
+    overrides do not name, fixed at its base value; and those `name=value` entries.
+
+    Without it `--base filters=16` would be searched over anyway (the overrides keep the
+    default axes): a setting a user wrote down for every trial stays fixed; naming it in
+    `--space` too searches it."""
+    named = {name for name, _ in split_entries(overrides)}
+    pinned = [f"{name}={str(value).lower() if isinstance(value, bool) else value}" for name, value in base.items()
+              if default.get(name) is not None and name not in named]
+    return ",".join(e for e in (overrides.strip().strip(","), *pinned) if e), pinned
 
 
 def parse_assignments(text: str, config_cls: type) -> dict[str, Any]:

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="", help="override the search space, e.g. "
                                              "'depth=3:5,filters=4:16,arch=unet|elunet' (see --show-space)")
     p.add_argument("--base", default="", help="base config settings for every trial, e.g. "
-                                            "'tile_size=128,embedded_images=8'")
+                                            "'tile_size=128,embedded_images=8'; a searched setting given "
+                                            "here is fixed unless --space names it too")
     p.add_argument("--data", default="embedded", help="'embedded' or the study's data folder")
     p.add_argument("--max-size-mb", type=_float, default=0.0, help="constraint: model_size_mb <= this (0: none)")
     p.add_argument("--max-latency-ms", type=_float, default=0.0, help="constraint: cpu_latency_ms_p50 <= this (0: none)")
@@ -87,10 +88,14 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     if args.log_model is not None:
         overrides["log_model"] = args.log_model
     base = study.config_cls.of(**overrides)
+    default = spaces.parse_space(study.name, study.default_space, study.config_cls)
+    space, pinned = spaces.pin_base(args.space, overrides, default)
+    if pinned:
+        print(f"[search] --base fixes {', '.join(pinned)}: not searched (name a setting in --space as well to search it)")
     return SearchSettings(
         study=args.study, base=base, name=args.name.strip(), n_trials=args.n_trials, epochs=args.epochs,
         objectives=tuple(cli.str_list(args.objectives)), pruner=args.pruner, sampler=args.sampler,
-        space=args.space, storage=args.storage.strip(), n_workers=args.n_workers, timeout=args.timeout,
+        space=space, storage=args.storage.strip(), n_workers=args.n_workers, timeout=args.timeout,
         epoch_budget=args.epoch_budget, max_size_mb=args.max_size_mb, max_latency_ms=args.max_latency_ms,
         max_params=args.max_params, seed=args.seed, heartbeat_s=args.heartbeat, plots=args.plots,
         warm_start=args.warm_start, enqueue=args.enqueue)

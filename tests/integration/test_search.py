@@ -177,6 +177,20 @@ def test_cli_show_space_and_bad_input(capsys):
     assert running_runs() == []
 
 
+def test_a_setting_given_in_base_is_not_searched_unless_space_names_it(capsys):
+    """`--base filters=16` once let the default space search filters anyway (search-monuseg-colour's
+    first trial trained 32 filters); now --base fixes it, and --space naming it still searches it."""
+    argv = ["--study", "pathology", "--show-space", "--base", "filters=16,equalization=hist,tile_size=64"]
+    assert search_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--base fixes filters=16, equalization=hist: not searched" in out  # tile_size is not an axis
+    space = out.split("--space ")[-1]
+    assert "filters=16," in space and "equalization=hist" in space and "depth=3:" in space
+    assert search_main([*argv, "--space", "filters=8|16"]) == 0
+    out = capsys.readouterr().out
+    assert "--base fixes equalization=hist:" in out and "filters=8|16" in out.split("--space ")[-1]
+
+
 # --- in-process searches ------------------------------------------------------------------------
 def test_single_objective_search_structure_pruning_and_resume():
     settings = tiny(name="single", n_trials=3, pruner=PruneNumbers({1}), plots=True)
