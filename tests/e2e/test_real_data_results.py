@@ -76,7 +76,8 @@ def test_a_killed_job_resumes_without_retraining_a_finished_unit(tmp_path, capsy
     got = real_data.sections(out.read_text())
     assert list(got) == ["mias-roi", "mias-film", "monuseg", "monuseg-searched", "monuseg-augmented", "monuseg-more-training",
                          "search-roi-normal-abnormal",
-                         "search-roi-7class", "search-monuseg", "search-monuseg-augment", "Registry"]
+                         "search-roi-7class", "search-monuseg", "search-monuseg-augment", "search-monuseg-colour",
+                         "Registry"]
     assert "Not measured yet" in got["monuseg"] and "Not measured yet" in got["mias-film"]
     rows = [c.split("|") for c in got["mias-roi"].splitlines() if c.startswith("| roi_")]
     assert {c[1].strip() for c in rows} == {"roi_normal_abnormal", "roi_7class", "roi_benign_malignant"}
