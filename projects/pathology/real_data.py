@@ -132,9 +132,9 @@ AUGMENT_FIXED = dict(loss="bce_dice", lr_schedule="constant", tta=False, **MORE_
 # search adds it as an axis and spends its trials on colour only: the model the augment search
 # chose (ELU-Net 16 filters, depth 4, histogram equalisation) is fixed, the learning rate and
 # the three online draws are searched, 16 trials (4 axes where the augment search had 7 in 24).
-# The same caveat: validation has no brain tissue either. The model is fixed in the space, not
-# only in the base: `--space` keeps the study's default axes (arch, depth, filters, ...) unless
-# it names them.
+# The same caveat: validation has no brain tissue either. The model is fixed in the space itself,
+# as the committed journal was started (before `--base` pinned default axes; its definition
+# must stay the same for the journal to resume).
 COLOUR_SPACE = ("arch=elunet,filters=16,depth=4,equalization=hist,"
                 "lr=0.0003:0.003:log,rotate=false|true,stain_jitter=0:0.3,hsv_jitter=0:0.3,batch_size=16")
 COLOUR_FIXED = dict(arch="elunet", filters=16, depth=4, equalization="hist", **AUGMENT_FIXED)
